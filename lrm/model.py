@@ -1,0 +1,156 @@
+"""The one shared encoder: embedding + positions, pre-norm residual blocks, final norm.
+
+Every mixer plugs in here through a spec dict; a list of specs is cycled over depth
+(``[local, local, global]`` gives a hybrid stack). Heads live in ``lrm/heads.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from lrm import mixers, registry
+
+POSITIONS = ("learned", "sinusoidal", "rotary", "none")
+
+
+def layer_specs(mixer: Mapping[str, Any] | Sequence[Mapping[str, Any]], depth: int) -> list[dict]:
+  """One mixer spec per layer: a single spec is repeated, a list is cycled over depth."""
+  pattern = [mixer] if isinstance(mixer, Mapping) else list(mixer)
+  if not pattern:
+    raise ValueError("model.mixer is an empty list; give a spec dict or a non-empty list of them")
+  return [dict(pattern[i % len(pattern)]) for i in range(depth)]
+
+
+def sinusoidal_table(length: int, dim: int) -> np.ndarray:
+  """Fixed sin/cos position table ``[L, D]`` (Vaswani et al. 2017)."""
+  pos = np.arange(length)[:, None]
+  freq = np.exp(-math.log(10_000.0) * np.arange(0, dim, 2) / dim)[None, :]
+  table = np.zeros((length, dim), np.float32)
+  table[:, 0::2] = np.sin(pos * freq)
+  table[:, 1::2] = np.cos(pos * freq)[:, : dim // 2]
+  return table
+
+
+class MLP(nnx.Module):
+  def __init__(self, dim: int, ratio: int, dropout: float, *, rngs: nnx.Rngs):
+    self.up = nnx.Linear(dim, ratio * dim, rngs=rngs)
+    self.down = nnx.Linear(ratio * dim, dim, rngs=rngs)
+    self.drop = nnx.Dropout(dropout, rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.down(self.drop(jax.nn.gelu(self.up(x))))  # [B, L, D]
+
+
+class Block(nnx.Module):
+  """``x + mixer(norm(x))`` then ``x + mlp(norm(x))``."""
+
+  def __init__(self, dim: int, mixer: mixers.Mixer, mlp_ratio: int, dropout: float, *, rngs):
+    self.norm1 = nnx.LayerNorm(dim, rngs=rngs)
+    self.mixer = mixer
+    self.norm2 = nnx.LayerNorm(dim, rngs=rngs)
+    self.mlp = MLP(dim, mlp_ratio, dropout, rngs=rngs) if mlp_ratio > 0 else None
+    self.drop = nnx.Dropout(dropout, rngs=rngs)
+
+  def __call__(self, x: jax.Array, mask: jax.Array | None) -> jax.Array:
+    x = x + self.drop(self.mixer(self.norm1(x), mask))  # [B, L, D]
+    if self.mlp is not None:
+      x = x + self.drop(self.mlp(self.norm2(x)))
+    return x
+
+
+class Encoder(nnx.Module):
+  """Token ids ``[B, L]`` -> features ``[B, L, D]``.
+
+  Args:
+    vocab_size: number of token ids.
+    dim: model width D.
+    depth: number of blocks.
+    mixer: a mixer spec dict, or a list of specs cycled over depth.
+    causal: whether every mixer must be causal (language modelling).
+    max_len: longest sequence (for learned/sinusoidal positions).
+    positions: "learned", "sinusoidal", "rotary" (passed to attention mixers) or "none".
+    mlp_ratio: hidden width of the MLP as a multiple of D (0 removes the MLP).
+    dropout: dropout rate on embeddings and residual branches.
+  """
+
+  def __init__(
+    self,
+    *,
+    vocab_size: int,
+    dim: int,
+    depth: int,
+    mixer: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    causal: bool,
+    max_len: int,
+    positions: str = "learned",
+    mlp_ratio: int = 4,
+    dropout: float = 0.0,
+    rngs: nnx.Rngs,
+  ):
+    if positions not in POSITIONS:
+      raise ValueError(f"unknown positions '{positions}'; choose one of {', '.join(POSITIONS)}")
+    self.dim, self.depth, self.causal, self.max_len = dim, depth, causal, max_len
+    self.positions = positions
+    self.embed = nnx.Embed(vocab_size, dim, rngs=rngs)
+    if positions == "learned":
+      init = nnx.initializers.normal(0.02)
+      self.pos = nnx.Param(init(rngs.params(), (max_len, dim)))
+    elif positions == "sinusoidal":
+      self.pos = nnx.Variable(jnp.asarray(sinusoidal_table(max_len, dim)))
+    else:
+      self.pos = None
+    self.drop = nnx.Dropout(dropout, rngs=rngs)
+    blocks = []
+    for i, spec in enumerate(layer_specs(mixer, depth)):
+      cls = registry.check_spec("mixer", spec, mixers.SHARED)
+      if positions == "rotary" and "rotary" in registry.options(cls, mixers.SHARED):
+        spec.setdefault("rotary", True)
+      m = mixers.build(spec, dim=dim, causal=causal, rngs=rngs, layer_idx=i)
+      blocks.append(Block(dim, m, mlp_ratio, dropout, rngs=rngs))
+    self.blocks = nnx.List(blocks)
+    self.norm = nnx.LayerNorm(dim, rngs=rngs)
+
+  def embed_tokens(self, tokens: jax.Array) -> jax.Array:
+    """Token + position embedding, ``[B, L] -> [B, L, D]``."""
+    L = tokens.shape[1]
+    if L > self.max_len and self.pos is not None:
+      raise ValueError(f"sequence length {L} exceeds the encoder's max_len {self.max_len}")
+    x = self.embed(tokens)  # [B, L, D]
+    if self.pos is not None:
+      x = x + self.pos[...][:L].astype(x.dtype)
+    return self.drop(x)
+
+  def run_blocks(
+    self, x: jax.Array, mask: jax.Array | None = None, *, intermediates: bool = False
+  ) -> jax.Array | tuple[jax.Array, list[jax.Array]]:
+    """Blocks + final norm on embeddings ``x: [B, L, D]``; optionally every block's output."""
+    outs = []
+    for block in self.blocks:
+      x = block(x, mask)  # [B, L, D]
+      outs.append(x)
+    y = self.norm(x)
+    return (y, outs) if intermediates else y
+
+  def __call__(
+    self, tokens: jax.Array, mask: jax.Array | None = None, *, intermediates: bool = False
+  ) -> jax.Array | tuple[jax.Array, list[jax.Array]]:
+    return self.run_blocks(self.embed_tokens(tokens), mask, intermediates=intermediates)
+
+  def mixer_list(self) -> list[mixers.Mixer]:
+    return [b.mixer for b in self.blocks]
+
+  def flops(self, length: int) -> int:
+    """Analytic forward FLOPs for one sequence (mixers + MLPs; embeddings excluded)."""
+    total = 0
+    for b in self.blocks:
+      total += b.mixer.flops(length)
+      if b.mlp is not None:
+        total += 2 * 2 * length * self.dim * b.mlp.up.out_features
+    return int(total)

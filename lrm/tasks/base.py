@@ -1,0 +1,91 @@
+"""The task contract: a task owns its data, its head, its loss and its metrics.
+
+The trainer never branches on the task. It calls, in order:
+
+  task = lrm.tasks.build({"name": "listops", **config.data})   # options = data config
+  task.setup()                     # load / generate data; raise DataError on bad input
+  task.vocab()                     # JSON-able vocabulary, saved into the run directory
+  model = task.build_model(config.model, rngs)                 # Encoder + head
+  task.dataset("train" | "validation" | "test") -> ArrayDataset
+  loss, sums = task.loss(model, batch)                         # inside jit
+  task.summarize(summed) -> {"accuracy": ..., ...}             # on host, after summing
+
+``sums`` maps a metric name to a pair ``(total, count)`` of scalars; the trainer adds them
+over batches (and devices), and ``summarize`` turns totals into final metrics (accuracy,
+bits per byte, perplexity ...). Every batch carries ``valid [B]`` (False on the padding rows
+of a last eval batch); losses and sums must weight by it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+from lrm import heads
+from lrm.data.arrays import ArrayDataset
+from lrm.model import Encoder
+
+SPLITS = ("train", "validation", "test")
+
+
+class DataError(ValueError):
+  """Bad or missing data; the message names the file, line and problem."""
+
+
+Sums = dict[str, tuple[jax.Array, jax.Array]]
+
+
+class Task:
+  """Base class. Subclasses set the class attributes and implement the methods."""
+
+  causal: bool = False  # LM-style tasks need a causal encoder
+  main_metric: str = "accuracy"  # what "best checkpoint" means
+  main_mode: str = "max"  # "max" or "min"
+  head: str = "classify"  # "lm", "classify" or "dual"
+  num_classes: int = 0
+  seq_len: int = 0  # padded length of every sequence the model sees
+
+  def setup(self) -> None:
+    """Load or generate data (idempotent)."""
+
+  def vocab(self) -> dict[str, Any]:
+    """JSON-able description of the token ids (sorted, fixed), saved with the run."""
+    raise NotImplementedError  # abstract
+
+  @property
+  def vocab_size(self) -> int:
+    raise NotImplementedError  # abstract
+
+  def dataset(self, split: str) -> ArrayDataset:
+    raise NotImplementedError  # abstract
+
+  # ---- model -----------------------------------------------------------------------------
+  def build_model(self, model_cfg: Mapping[str, Any], rngs: nnx.Rngs) -> nnx.Module:
+    """Encoder + this task's head, from the ``model`` config section."""
+    cfg = dict(model_cfg)
+    head_opts = {k: cfg.pop(k) for k in ("pool", "tie_embedding") if k in cfg}
+    enc = Encoder(
+      vocab_size=self.vocab_size, causal=self.causal, max_len=self.seq_len, rngs=rngs, **cfg
+    )
+    if self.head == "lm":
+      return heads.LanguageModel(
+        enc, self.vocab_size, tie=head_opts.get("tie_embedding", True), rngs=rngs
+      )
+    cls = heads.DualEncoder if self.head == "dual" else heads.Classifier
+    return cls(enc, self.num_classes, pool=head_opts.get("pool", "mean"), rngs=rngs)
+
+  # ---- training ----------------------------------------------------------------------------
+  def loss(self, model: nnx.Module, batch: Mapping[str, jax.Array]) -> tuple[jax.Array, Sums]:
+    raise NotImplementedError  # abstract
+
+  def summarize(self, sums: Mapping[str, tuple[float, float]]) -> dict[str, float]:
+    """Default: every metric is total / count."""
+    return {k: float(t) / max(float(c), 1e-12) for k, (t, c) in sums.items()}
+
+  def num_tokens(self, batch: Mapping[str, np.ndarray]) -> int:
+    """Real (unpadded) tokens in a batch, for throughput."""
+    return int(sum(np.asarray(v).sum() for k, v in batch.items() if k.startswith("lengths")))
