@@ -7,12 +7,14 @@ Public API::
                    dim=128, causal=False, rngs=nnx.Rngs(0), layer_idx=0)
 
 See ``lrm/mixers/base.py`` for the contract and the dimension legend. To add a mixer,
-write one file with a class decorated ``@register("mixer", "<name>")`` that subclasses
-``Mixer``, import it below, and it is picked up by the generic tests.
+write one file in this folder with a class decorated ``@register("mixer", "<name>")``
+that subclasses ``Mixer``; it is imported automatically and picked up by the generic tests.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,10 +23,14 @@ from flax import nnx
 from lrm import registry
 from lrm.mixers.base import Mixer, param_count
 
-# Importing the modules registers their mixers.
-from lrm.mixers import attention as _attention  # noqa: F401,E402  isort: skip
-from lrm.mixers import conv as _conv  # noqa: F401,E402  isort: skip
-from lrm.mixers import dynamic as _dynamic  # noqa: F401,E402  isort: skip
+
+def _import_all() -> None:
+  """Import every module of this package so that its ``@register`` decorators run."""
+  for info in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{info.name}")
+
+
+_import_all()
 
 SHARED = ("dim", "causal", "rngs", "layer_idx")
 

@@ -2,16 +2,26 @@
 
 To add a task, write one file with a ``Task`` subclass decorated
 ``@register("task", "<name>")`` (constructor keyword options = the ``data`` config section),
-import it below, and add its tests.
+and add its tests: every module in this folder is imported automatically.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Mapping
 from typing import Any
 
 from lrm import registry
 from lrm.tasks.base import SPLITS, DataError, Task
+
+
+def _import_all() -> None:
+  for info in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{info.name}")
+
+
+_import_all()
 
 
 def names() -> list[str]:

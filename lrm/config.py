@@ -1,0 +1,128 @@
+"""Experiment-config helpers shared by every file in ``experiments/``.
+
+An experiment config is a Python file with ``get_config(arg: str | None)`` returning an
+``ml_collections.ConfigDict`` with these sections (the trainer's contract)::
+
+  seed: int
+  task: str                  # registered task name
+  data: {path, ...}          # the task's constructor options ("" path = generate offline)
+  model: {dim, depth, mixer (spec dict or list of specs cycled over depth), positions,
+          mlp_ratio, dropout, [pool | tie_embedding]}
+  train: {steps, batch_size, eval_every, checkpoint_every, log_every, eval_batch_size,
+          grad_accum, dtype, max_eval_batches, keep_checkpoints}
+  optim: {lr, warmup_steps, schedule ("cosine" | "rsqrt" | "constant"), end_lr_ratio,
+          weight_decay, clip_norm, b1, b2}
+
+``arg`` selects a variant: ``"local"`` or ``"mixer=local,size=small,window=32"``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+
+
+def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
+  """Parse ``"local,size=small"`` into typed options, like big_vision's ``parse_arg``.
+
+  A bare word sets the first default's key (``"local"`` -> ``mixer=local``). Values are
+  converted to the type of their default; unknown keys raise an error listing the known.
+  """
+  out = dict(defaults)
+  first = next(iter(defaults)) if defaults else None
+  for item in filter(None, (arg or "").split(",")):
+    key, sep, value = item.partition("=")
+    if not sep:
+      if first is None:
+        raise ValueError(f"config variant '{item}' given but this config takes no variants")
+      key, value = first, item
+    key = key.strip()
+    if key not in defaults:
+      raise ValueError(f"unknown config variant key '{key}'; known: {', '.join(defaults)}")
+    out[key] = _convert(value.strip(), defaults[key], key)
+  return ml_collections.ConfigDict(out)
+
+
+def _convert(value: str, default: Any, key: str) -> Any:
+  if isinstance(default, bool):
+    if value.lower() in ("1", "true", "yes", ""):
+      return True
+    if value.lower() in ("0", "false", "no"):
+      return False
+    raise ValueError(f"variant '{key}' expects true/false, got '{value}'")
+  if isinstance(default, int):
+    return int(value)
+  if isinstance(default, float):
+    return float(value)
+  return value
+
+
+def mixer_spec(name: str, *, window: int = 128, heads: int = 4, block: int = 64) -> dict:
+  """Named mixer presets used by the experiment configs (one place, so they agree).
+
+  ``window`` is the radius w of local attention (keys |i-j| <= w); the matching conv has
+  kernel 2w+1, i.e. the same receptive field per layer.
+  """
+  presets = {
+    "conv": dict(name="conv", kernel_size=2 * window + 1, depthwise=True),
+    "conv_full": dict(name="conv", kernel_size=2 * window + 1, depthwise=False),
+    "dynamic_conv": dict(name="dynamic_conv", kernel_size=2 * window + 1, num_heads=heads),
+    "involution": dict(name="involution", kernel_size=2 * window + 1, num_heads=heads),
+    "local": dict(name="local", window=window, num_heads=heads),
+    "local_global": dict(name="local", window=window, num_heads=heads, global_tokens=2),
+    "global": dict(name="global", num_heads=heads),
+    "random": dict(name="random", block_size=block, num_random_blocks=3, num_heads=heads),
+    "bigbird": dict(
+      name="bigbird",
+      block_size=block,
+      window_blocks=3,
+      global_blocks=2,
+      random_blocks=3,
+      num_heads=heads,
+    ),
+  }
+  if name not in presets:
+    raise ValueError(f"unknown mixer preset '{name}'; known: {', '.join(sorted(presets))}")
+  return presets[name]
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Defaults shared by every experiment; each file overrides what it needs."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.task = ""
+  c.data = ml_collections.ConfigDict()
+  c.model = ml_collections.ConfigDict(
+    dict(dim=128, depth=2, mixer=dict(name="local", window=32, num_heads=4)),
+  )
+  c.model.positions = "learned"
+  c.model.mlp_ratio = 4
+  c.model.dropout = 0.0
+  c.train = ml_collections.ConfigDict(
+    dict(
+      steps=1000,
+      batch_size=32,
+      eval_every=200,
+      checkpoint_every=200,
+      log_every=20,
+      eval_batch_size=64,
+      grad_accum=1,
+      dtype="float32",
+      max_eval_batches=0,  # 0 = the whole split
+      keep_checkpoints=2,
+    )
+  )
+  c.optim = ml_collections.ConfigDict(
+    dict(
+      lr=1e-3,
+      warmup_steps=100,
+      schedule="cosine",
+      end_lr_ratio=0.01,
+      weight_decay=0.05,
+      clip_norm=1.0,
+      b1=0.9,
+      b2=0.98,
+    )
+  )
+  return c
