@@ -7,7 +7,7 @@ An experiment config is a Python file with ``get_config(arg: str | None)`` retur
   task: str                  # registered task name
   data: {path, ...}          # the task's constructor options ("" path = generate offline)
   model: {dim, depth, mixer (spec dict or list of specs cycled over depth), positions,
-          mlp_ratio, dropout, [pool | tie_embedding]}
+          mlp_ratio, mlp_dim, dropout, [pool | tie_embedding]}
   train: {steps, batch_size, eval_every, checkpoint_every, log_every, eval_batch_size,
           grad_accum, dtype, max_eval_batches, keep_checkpoints}
   optim: {lr, warmup_steps, schedule ("cosine" | "rsqrt" | "constant"), end_lr_ratio,
@@ -98,6 +98,7 @@ def base_config() -> ml_collections.ConfigDict:
   )
   c.model.positions = "learned"
   c.model.mlp_ratio = 4
+  c.model.mlp_dim = 0  # > 0 overrides mlp_ratio (used by budget matching)
   c.model.dropout = 0.0
   c.train = ml_collections.ConfigDict(
     dict(

@@ -39,9 +39,9 @@ def sinusoidal_table(length: int, dim: int) -> np.ndarray:
 
 
 class MLP(nnx.Module):
-  def __init__(self, dim: int, ratio: int, dropout: float, *, rngs: nnx.Rngs):
-    self.up = nnx.Linear(dim, ratio * dim, rngs=rngs)
-    self.down = nnx.Linear(ratio * dim, dim, rngs=rngs)
+  def __init__(self, dim: int, hidden: int, dropout: float, *, rngs: nnx.Rngs):
+    self.up = nnx.Linear(dim, hidden, rngs=rngs)
+    self.down = nnx.Linear(hidden, dim, rngs=rngs)
     self.drop = nnx.Dropout(dropout, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -51,11 +51,11 @@ class MLP(nnx.Module):
 class Block(nnx.Module):
   """``x + mixer(norm(x))`` then ``x + mlp(norm(x))``."""
 
-  def __init__(self, dim: int, mixer: mixers.Mixer, mlp_ratio: int, dropout: float, *, rngs):
+  def __init__(self, dim: int, mixer: mixers.Mixer, mlp_dim: int, dropout: float, *, rngs):
     self.norm1 = nnx.LayerNorm(dim, rngs=rngs)
     self.mixer = mixer
     self.norm2 = nnx.LayerNorm(dim, rngs=rngs)
-    self.mlp = MLP(dim, mlp_ratio, dropout, rngs=rngs) if mlp_ratio > 0 else None
+    self.mlp = MLP(dim, mlp_dim, dropout, rngs=rngs) if mlp_dim > 0 else None
     self.drop = nnx.Dropout(dropout, rngs=rngs)
 
   def __call__(self, x: jax.Array, mask: jax.Array | None) -> jax.Array:
@@ -77,6 +77,8 @@ class Encoder(nnx.Module):
     max_len: longest sequence (for learned/sinusoidal positions).
     positions: "learned", "sinusoidal", "rotary" (passed to attention mixers) or "none".
     mlp_ratio: hidden width of the MLP as a multiple of D (0 removes the MLP).
+    mlp_dim: hidden width of the MLP in units; overrides ``mlp_ratio`` when > 0 (budget
+      matching uses it to hit a parameter or FLOP target finely).
     dropout: dropout rate on embeddings and residual branches.
   """
 
@@ -91,6 +93,7 @@ class Encoder(nnx.Module):
     max_len: int,
     positions: str = "learned",
     mlp_ratio: int = 4,
+    mlp_dim: int = 0,
     dropout: float = 0.0,
     rngs: nnx.Rngs,
   ):
@@ -113,7 +116,7 @@ class Encoder(nnx.Module):
       if positions == "rotary" and "rotary" in registry.options(cls, mixers.SHARED):
         spec.setdefault("rotary", True)
       m = mixers.build(spec, dim=dim, causal=causal, rngs=rngs, layer_idx=i)
-      blocks.append(Block(dim, m, mlp_ratio, dropout, rngs=rngs))
+      blocks.append(Block(dim, m, mlp_dim or mlp_ratio * dim, dropout, rngs=rngs))
     self.blocks = nnx.List(blocks)
     self.norm = nnx.LayerNorm(dim, rngs=rngs)
 

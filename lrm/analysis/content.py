@@ -1,0 +1,81 @@
+"""Content dependence: how much a mixer's effective kernel changes from position to position.
+
+For one mixer layer with input ``x [1, L, D]`` (real activations), the effective kernel of
+output position i at offset o is the size of the Jacobian block ``d y_i / d x_{i+o}``
+(Frobenius norm), normalised over offsets. A convolution's kernel depends only on the offset,
+so it is the same at every position (variation 0); attention, dynamic convolution and
+involution compute a new kernel from the content at each position. ``variation`` is the mean
+total-variation distance between each position's kernel and the average kernel (0..1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lrm.model import Encoder
+
+
+@dataclass
+class EffectiveKernels:
+  offsets: np.ndarray  # [K] offsets o (input position = i + o)
+  positions: np.ndarray  # [P] output positions i
+  kernels: np.ndarray  # [P, K] normalised |d y_i / d x_{i+o}|
+  variation: float  # mean TV distance to the mean kernel, 0 = static kernel
+
+
+def mixer_input(encoder: Encoder, tokens: jax.Array, layer: int, mask=None) -> jax.Array:
+  """The activations that block ``layer`` (0-based) feeds its mixer: ``norm1(h_{layer})``."""
+  encoder.eval()
+  x = encoder.embed_tokens(tokens)  # [B, L, D]
+  for block in list(encoder.blocks)[:layer]:
+    x = block(x, mask)
+  return encoder.blocks[layer].norm1(x)
+
+
+def effective_kernels(
+  mixer, x: jax.Array, positions: np.ndarray, radius: int, mask=None
+) -> EffectiveKernels:
+  """Effective kernels of ``mixer`` on input ``x [1, L, D]`` at ``positions``, offsets ±radius."""
+  L = x.shape[1]
+  offsets = np.arange(-radius, radius + 1)
+  rows = []
+  for i in positions:
+    jac = jax.jacrev(lambda z, i=int(i): mixer(z, mask)[0, i])(x)[:, 0]  # [D_out, L, D_in]
+    norms = np.asarray(jnp.sqrt((jac**2).sum(axis=(0, 2))))  # [L]
+    idx = i + offsets
+    ok = (idx >= 0) & (idx < L)
+    row = np.zeros(len(offsets))
+    row[ok] = norms[idx[ok]]
+    rows.append(row / max(row.sum(), 1e-30))
+  kernels = np.stack(rows)  # [P, K]
+  mean = kernels.mean(axis=0, keepdims=True)
+  variation = float(0.5 * np.abs(kernels - mean).sum(axis=1).mean())
+  return EffectiveKernels(offsets, np.asarray(positions), kernels, variation)
+
+
+def plot_side_by_side(panels: dict[str, EffectiveKernels], path: str) -> None:
+  """Heatmaps (position x offset) of effective kernels, one panel per mixer."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+  for ax, (name, ek) in zip(axes[0], panels.items(), strict=True):
+    im = ax.imshow(
+      ek.kernels,
+      aspect="auto",
+      cmap="viridis",
+      extent=(ek.offsets[0] - 0.5, ek.offsets[-1] + 0.5, len(ek.positions), 0),
+    )
+    ax.set_title(f"{name}\nkernel variation {ek.variation:.3f}", fontsize=9)
+    ax.set_xlabel("offset o (input i + o)")
+    ax.set_ylabel("sampled output position")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
