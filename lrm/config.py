@@ -58,17 +58,21 @@ def _convert(value: str, default: Any, key: str) -> Any:
   return value
 
 
-def mixer_spec(name: str, *, window: int = 128, heads: int = 4, block: int = 64) -> dict:
+def mixer_spec(
+  name: str, *, window: int = 128, heads: int = 4, block: int = 64, causal: bool = False
+) -> dict:
   """Named mixer presets used by the experiment configs (one place, so they agree).
 
-  ``window`` is the radius w of local attention (keys |i-j| <= w); the matching conv has
-  kernel 2w+1, i.e. the same receptive field per layer.
+  ``window`` is the radius w of local attention (keys |i-j| <= w, or i-w <= j <= i when
+  causal); the matching convolutions get kernel 2w+1 (centred) or w+1 (causal), i.e. the
+  same receptive field per layer. Pass the task's ``causal`` so the two agree.
   """
+  k = window + 1 if causal else 2 * window + 1
   presets = {
-    "conv": dict(name="conv", kernel_size=2 * window + 1, depthwise=True),
-    "conv_full": dict(name="conv", kernel_size=2 * window + 1, depthwise=False),
-    "dynamic_conv": dict(name="dynamic_conv", kernel_size=2 * window + 1, num_heads=heads),
-    "involution": dict(name="involution", kernel_size=2 * window + 1, num_heads=heads),
+    "conv": dict(name="conv", kernel_size=k, depthwise=True),
+    "conv_full": dict(name="conv", kernel_size=k, depthwise=False),
+    "dynamic_conv": dict(name="dynamic_conv", kernel_size=k, num_heads=heads),
+    "involution": dict(name="involution", kernel_size=k, num_heads=heads),
     "local": dict(name="local", window=window, num_heads=heads),
     "local_global": dict(name="local", window=window, num_heads=heads, global_tokens=2),
     "global": dict(name="global", num_heads=heads),
