@@ -77,6 +77,14 @@ def mixer_spec(
     "local_global": dict(name="local", window=window, num_heads=heads, global_tokens=2),
     "global": dict(name="global", num_heads=heads),
     "random": dict(name="random", block_size=block, num_random_blocks=3, num_heads=heads),
+    "local_random": dict(
+      name="bigbird",
+      block_size=block,
+      window_blocks=3,
+      global_blocks=0,
+      random_blocks=3,
+      num_heads=heads,
+    ),
     "bigbird": dict(
       name="bigbird",
       block_size=block,

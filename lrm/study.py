@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import ml_collections
-from flax import nnx
 
 from lrm import config as lrm_config
 from lrm import tasks
@@ -97,9 +96,15 @@ def expand(study: Mapping[str, Any]) -> list[Cell]:
   return cells
 
 
-def base_config(study: Mapping[str, Any], task_key: str) -> ml_collections.ConfigDict:
+def base_config(
+  study: Mapping[str, Any], task_key: str, window: int | None = None
+) -> ml_collections.ConfigDict:
+  """The task's experiment config; ``{window}`` in its ``arg`` is filled with the cell's."""
   t = study["tasks"][task_key]
-  cfg = load_module(t["config"]).get_config(t.get("arg"))
+  arg = t.get("arg") or ""
+  if "{window}" in arg:
+    arg = arg.format(window=window or t["reference"].get("window") or t["windows"][0])
+  cfg = load_module(t["config"]).get_config(arg)
   flat = dict(t.get("overrides", {}))
   for key, value in flat.items():
     node = cfg
@@ -113,10 +118,24 @@ def base_config(study: Mapping[str, Any], task_key: str) -> ml_collections.Confi
 
 
 def model_section(
-  cfg: ml_collections.ConfigDict, mixer: str, window: int | None, heads: int, causal: bool
+  cfg: ml_collections.ConfigDict,
+  mixer: str,
+  window: int | None,
+  heads: int,
+  causal: bool,
+  block: int,
 ) -> dict:
+  """The config's model section with the tested mixer in place of its own.
+
+  A task config may stack a fixed first layer before the tested one (a list of two specs,
+  e.g. recall's short conv); the tested mixer replaces the last spec of such a list.
+  """
   model = cfg.model.to_dict()
-  model["mixer"] = lrm_config.mixer_spec(mixer, window=window or 1, heads=heads, causal=causal)
+  spec = lrm_config.mixer_spec(mixer, window=window or 1, heads=heads, block=block, causal=causal)
+  if isinstance(model["mixer"], list) and len(model["mixer"]) > 1:
+    model["mixer"] = [*model["mixer"][:-1], spec]
+  else:
+    model["mixer"] = spec
   return model
 
 
@@ -127,16 +146,18 @@ def cell_config(
   cache = {} if _cache is None else _cache
   t = study["tasks"][cell.task]
   heads = int(study.get("heads", 4))
-  cfg = base_config(study, cell.task)
+  block = int(t.get("block", study.get("block", 64)))
+  cfg = base_config(study, cell.task, cell.window)
   if (cell.task, "task") not in cache:
     cache[(cell.task, "task")] = tasks.build({"name": cfg.task, **cfg.data.to_dict()})
   task = cache[(cell.task, "task")]
   ref = t["reference"]
   tkey = (cell.task, cell.rule, "target")
   if tkey not in cache:
-    ref_model = model_section(cfg, ref["mixer"], ref.get("window"), heads, task.causal)
+    ref_cfg = base_config(study, cell.task, ref.get("window"))
+    ref_model = model_section(ref_cfg, ref["mixer"], ref.get("window"), heads, task.causal, block)
     cache[tkey] = budget.measure(task, ref_model, cell.rule)
-  model = model_section(cfg, cell.mixer, cell.window, heads, task.causal)
+  model = model_section(cfg, cell.mixer, cell.window, heads, task.causal, block)
   match = budget.match(task, model, rule=cell.rule, target=cache[tkey])
   cfg.model = ml_collections.ConfigDict(match.model)
   cfg.seed = cell.seed
@@ -199,9 +220,3 @@ def run(study_path: str | Path, out: str | Path, scale: str, only: str = "") -> 
 def fmt_metrics(results: Mapping[str, Any]) -> str:
   test = results["best"]["test"]
   return ", ".join(f"{k}={v:.4g}" for k, v in sorted(test.items()) if isinstance(v, float))
-
-
-def build_model_for(cfg: ml_collections.ConfigDict) -> nnx.Module:
-  task = tasks.build({"name": cfg.task, **cfg.data.to_dict()})
-  task.setup()
-  return task.build_model(cfg.model.to_dict(), nnx.Rngs(params=cfg.seed, dropout=cfg.seed + 1))
