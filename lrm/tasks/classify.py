@@ -34,7 +34,7 @@ class ClassificationTask(Task):
   main_mode = "max"
 
   def loss(self, model: nnx.Module, batch: Mapping[str, jax.Array]) -> tuple[jax.Array, Sums]:
-    tokens = batch["inputs"]  # [B, L]
+    tokens = batch["inputs"].astype(jnp.int32)  # [B, L] (stored compactly, e.g. uint8)
     mask = length_mask(batch["lengths"], tokens.shape[1])  # [B, L]
     logits = model(tokens, mask)  # [B, C]
     sums = classification_sums(logits, batch["label"], batch["valid"])
