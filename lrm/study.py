@@ -15,6 +15,7 @@ A study file (``experiments/studies/<name>.py``) defines ``get_study(scale) -> d
         mixers=["conv", "local", "global"],                   # lrm.config.mixer_spec presets
         windows=[4, 16],                                       # radius w (conv: same field)
         reference=dict(mixer="local", window=4),               # budget = this model's cost
+        # optional per task: rules=[...], seeds=[...], block=<BigBird block size>
       ),
     },
     content=dict(task="recall", window=4, mixers=["conv", "local"]),  # kernel-variation plot
@@ -90,8 +91,8 @@ def expand(study: Mapping[str, Any]) -> list[Cell]:
     for mixer in t["mixers"]:
       windows = [None] if mixer in WINDOWLESS else t["windows"]
       for w in windows:
-        for rule in study["rules"]:
-          for seed in study["seeds"]:
+        for rule in t.get("rules", study["rules"]):
+          for seed in t.get("seeds", study["seeds"]):
             cells.append(Cell(tname, mixer, w, rule, seed))
   return cells
 
