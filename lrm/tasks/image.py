@@ -1,0 +1,211 @@
+"""LRA Image: CIFAR-10 as sequences of 1024 grayscale pixels (vocab 256), 10 classes.
+
+Data (``path``):
+  * a hub name, ``cifar10`` (columns ``img`` (image), ``label``; splits train/test);
+  * a local ``save_to_disk`` DatasetDict (or folder of split files) with the same schema;
+  * ``""``: an offline synthetic stand-in (``ImageTask.generate``) saved with the same schema
+    (``datasets.Image()`` + ``ClassLabel``): 32x32 RGB sine gratings whose class is one of 10
+    orientations (0, 18, ..., 162 degrees) with random frequency, phase, colours and noise.
+    It is NOT CIFAR-10; telling orientations apart needs pixels that lie rows (32+ positions)
+    apart in the flattened sequence.
+
+Splits as in LRA (``image/input_pipeline.py``): train = ``train[:90%]``, validation =
+``train[90%:]`` (45k / 5k for CIFAR-10, in the order the source stores them, which for the hub
+copy need not be TFDS's order), test = ``test`` (10k). A source with its own validation split
+(the generated one) uses it as is.
+
+Pixels: RGB -> gray exactly as ``tf.image.rgb_to_grayscale`` (used by LRA): float32 ``x/255``,
+weights (0.2989, 0.5870, 0.1140), then ``uint8(y * 255.5)`` (truncating cast), row-major
+flattening. The token id is the intensity itself; padding masks come from ``lengths`` (always
+1024 here), never from ``id > 0`` (black pixels are 0).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lrm.data.arrays import ArrayDataset
+from lrm.data.cache import generated
+from lrm.registry import register
+from lrm.tasks.base import SPLITS, DataError, Sums
+from lrm.tasks.classify import ClassificationTask
+from lrm.tasks.text import Table, checked_labels, open_splits, require_columns
+
+GENERATED_CLASSES = tuple(f"orientation_{18 * k:03d}deg" for k in range(10))
+GRAY_WEIGHTS = np.asarray([0.2989, 0.5870, 0.1140], np.float32)
+
+
+def lra_grayscale(rgb: np.ndarray) -> np.ndarray:
+  """``[..., 3] uint8 -> [...] uint8``, reproducing ``tf.image.rgb_to_grayscale``."""
+  x = rgb.astype(np.float32) * np.float32(1.0 / 255.0)
+  y = (x * GRAY_WEIGHTS).sum(axis=-1, dtype=np.float32)
+  return (y * np.float32(255.5)).astype(np.uint8)
+
+
+def decode_images(table: Table, column: str, size: int) -> np.ndarray:
+  """Every image of a split as ``[N, size, size, 3] uint8`` RGB; bad rows raise DataError."""
+  import datasets
+  from PIL import Image
+
+  feature = table.rows.features.get(column)
+  if not isinstance(feature, datasets.Image):
+    raise DataError(f"{table.source}: column '{column}' is {feature!r}, expected an Image feature")
+  raw = table.rows.cast_column(column, datasets.Image(decode=False))[column]
+  out = np.empty((len(raw), size, size, 3), np.uint8)
+  for i, item in enumerate(raw):
+    try:
+      src = io.BytesIO(item["bytes"]) if item.get("bytes") else item["path"]
+      with Image.open(src) as im:
+        arr = np.asarray(im.convert("RGB"))
+    except Exception as e:  # PIL raises many types for corrupt files
+      raise DataError(f"{table.where(i)}: unreadable image ({type(e).__name__}: {e})") from None
+    if arr.shape != (size, size, 3):
+      raise DataError(
+        f"{table.where(i)}: image is {arr.shape[1]}x{arr.shape[0]}, expected {size}x{size}"
+      )
+    out[i] = arr
+  return out
+
+
+@register("task", "image")
+class ImageTask(ClassificationTask):
+  """Sequential grayscale CIFAR-10 (LRA Image)."""
+
+  num_classes = 10
+  DEFAULT_SIZES = {"num_train": 4_500, "num_val": 500, "num_test": 1_000}
+
+  def __init__(
+    self,
+    *,
+    path: str = "",
+    image_size: int = 32,
+    image_column: str = "img",
+    seed: int = 0,
+    num_train: int = DEFAULT_SIZES["num_train"],
+    num_val: int = DEFAULT_SIZES["num_val"],
+    num_test: int = DEFAULT_SIZES["num_test"],
+  ):
+    if image_size < 1:
+      raise DataError(f"image: image_size must be at least 1, got {image_size}")
+    if min(num_train, num_val, num_test) < 1:
+      raise DataError("image: num_train, num_val and num_test must each be at least 1")
+    self.path, self.image_size, self.image_column, self.seed = path, image_size, image_column, seed
+    self.sizes = {"num_train": num_train, "num_val": num_val, "num_test": num_test}
+    self.seq_len = image_size * image_size
+    self._data: dict[str, ArrayDataset] = {}
+    self._info: dict[str, Any] = {}
+
+  @property
+  def vocab_size(self) -> int:
+    return 256
+
+  def vocab(self) -> dict[str, Any]:
+    return {
+      "kind": "pixels",
+      "size": 256,
+      "rule": "id = grayscale intensity 0..255 (tf.image.rgb_to_grayscale), row-major",
+      "image_size": self.image_size,
+      "data": self._info,
+    }
+
+  def setup(self) -> None:
+    if self._data:
+      return
+    path = self.path
+    if not path:
+      params = {"seed": self.seed, **self.sizes, "image_size": self.image_size}
+      path = str(generated("image", params, lambda d: self.generate(d, **params)))
+    tables = open_splits(path, what="image")
+    if "test" not in tables:
+      raise DataError(f"{path}: no test split found (expected a 'test' split)")
+    cols = {}
+    classes = None
+    for split, table in tables.items():
+      require_columns(table, (self.image_column, "label"))
+      feature = table.rows.features.get("label")
+      classes = getattr(feature, "names", None) or classes
+      labels = checked_labels(table, self.num_classes)
+      pixels = lra_grayscale(decode_images(table, self.image_column, self.image_size))
+      n = len(labels)
+      cols[split] = {
+        "inputs": pixels.reshape(n, self.seq_len),  # [N, H*W] row-major
+        "lengths": np.full(n, self.seq_len, np.int32),
+        "label": labels,
+      }
+    val_rule = "source validation split"
+    if "validation" not in cols:  # LRA: train[:90%] / train[90%:]
+      train = cols["train"]
+      cut = round(0.9 * len(train["label"]))
+      if cut in (0, len(train["label"])):
+        raise DataError(f"{path}: too few train images ({len(train['label'])}) to hold out 10%")
+      cols["train"] = {k: v[:cut] for k, v in train.items()}
+      cols["validation"] = {k: v[cut:] for k, v in train.items()}
+      val_rule = "last 10% of train (LRA train[90%:])"
+    self._data = {s: ArrayDataset(cols[s]) for s in SPLITS}
+    self._info = {
+      "source": self.path or "generated",
+      "validation": val_rule,
+      "classes": classes,
+      "examples": {s: len(self._data[s]) for s in SPLITS},
+    }
+
+  def dataset(self, split: str) -> ArrayDataset:
+    self.setup()
+    return self._data[split]
+
+  def loss(self, model: Any, batch: dict[str, jax.Array]) -> tuple[jax.Array, Sums]:
+    # pixels are stored as uint8; the model gets int32
+    return super().loss(model, {**batch, "inputs": batch["inputs"].astype(jnp.int32)})
+
+  # ---- offline generator ---------------------------------------------------------------------
+  @classmethod
+  def generate(
+    cls,
+    out: Path,
+    *,
+    seed: int = 0,
+    num_train: int = DEFAULT_SIZES["num_train"],
+    num_val: int = DEFAULT_SIZES["num_val"],
+    num_test: int = DEFAULT_SIZES["num_test"],
+    image_size: int = 32,
+  ) -> list[Path]:
+    """Save a DatasetDict (train/validation/test) of synthetic gratings to ``out``."""
+    import datasets
+    from PIL import Image
+
+    feats = datasets.Features(
+      {"img": datasets.Image(), "label": datasets.ClassLabel(names=list(GENERATED_CLASSES))}
+    )
+    splits = {}
+    for i, (split, n) in enumerate(
+      (("train", num_train), ("validation", num_val), ("test", num_test))
+    ):
+      rng = np.random.default_rng([seed, i])
+      labels = rng.integers(10, size=n)
+      imgs = [Image.fromarray(grating(rng, int(c), image_size)) for c in labels]
+      splits[split] = datasets.Dataset.from_dict(
+        {"img": imgs, "label": labels.tolist()}, features=feats
+      )
+    datasets.DatasetDict(splits).save_to_disk(str(out))
+    return sorted(p for p in Path(out).rglob("*") if p.is_file())
+
+
+def grating(rng: np.random.Generator, cls: int, size: int) -> np.ndarray:
+  """A ``[size, size, 3] uint8`` sine grating at orientation ``cls * 18`` degrees."""
+  theta = np.pi * cls / 10 + rng.normal(0.0, 0.03)
+  freq = rng.uniform(2.0, 4.5)  # cycles per image
+  phase = rng.uniform(0.0, 2 * np.pi)
+  while True:  # two colours whose gray levels differ enough to keep the pattern after LRA's gray
+    c1, c2 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    if abs(float((c1 - c2) @ GRAY_WEIGHTS)) > 60:
+      break
+  yy, xx = np.mgrid[0:size, 0:size] / size  # [H, W]
+  wave = 0.5 + 0.5 * np.sin(2 * np.pi * freq * (xx * np.cos(theta) + yy * np.sin(theta)) + phase)
+  img = c1 + (c2 - c1) * wave[..., None] + rng.normal(0.0, 12.0, (size, size, 3))  # [H, W, 3]
+  return np.clip(np.rint(img), 0, 255).astype(np.uint8)
