@@ -1,0 +1,128 @@
+"""Checkpoints of a run: ``<workdir>/checkpoints/<step>/`` written by orbax.
+
+A checkpoint holds three items:
+
+  model   {"params", "rest"}: the model's parameters and its other variables (dropout RNG
+          keys and counts, fixed tables); enough to evaluate.
+  train   {"opt", "step", "acc"}: optimizer state, the number of updates done (which is also
+          the data position: batches are a pure function of (seed, step)) and the running
+          sums of the current logging window.
+  meta    JSON: step, config hash, best-so-far validation metrics, elapsed time.
+
+Kept: the newest ``keep`` checkpoints (so the one to resume from is never deleted) and the
+best one by the task's main validation metric. Only checkpoints saved right after an
+evaluation carry metrics; the others are kept only while they are among the newest. Saves
+are atomic (orbax writes ``<step>.orbax-checkpoint-tmp`` and renames it when complete), so
+a half-written checkpoint left by a kill is ignored and overwritten later.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as cm
+
+CHECKPOINT_CHOICES = "best, latest or a step number"
+
+
+class _QuietMissingMetrics(logging.Filter):
+  """Periodic (non-evaluation) checkpoints carry no metrics on purpose; orbax warns about
+  each one ("Requested `tracked_metric`; did not provide metrics"), which is only noise."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return "did not provide metrics" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_QuietMissingMetrics())
+
+
+class Checkpoints:
+  """A thin layer over ``ocp.CheckpointManager`` with the policies above."""
+
+  def __init__(self, directory: Path | str, *, keep: int, metric: str, mode: str):
+    if mode not in ("max", "min"):
+      raise ValueError(f"main_mode must be 'max' or 'min', got '{mode}'")
+    self.metric = metric
+
+    def value(metrics: dict) -> float:
+      return float(metrics[metric])
+
+    self.manager = ocp.CheckpointManager(
+      Path(directory).absolute(),
+      options=ocp.CheckpointManagerOptions(
+        best_fn=value,  # needed for metrics to be written and for best_step()
+        best_mode=mode,
+        preservation_policy=cm.AnyPreservationPolicy(
+          [
+            cm.LatestN(n=max(int(keep), 1)),
+            cm.BestN(
+              get_metric_fn=value,
+              reverse=mode == "min",
+              n=1,
+              keep_checkpoints_without_metrics=False,
+            ),
+          ]
+        ),
+        enable_async_checkpointing=True,
+        create=True,
+      ),
+    )
+
+  def save(self, step: int, *, model: Any, train: Any, meta: dict, metrics: dict | None) -> None:
+    """Start an asynchronous save (arrays are copied off the devices before it returns)."""
+    self.manager.save(
+      step,
+      args=ocp.args.Composite(
+        model=ocp.args.StandardSave(model),
+        train=ocp.args.StandardSave(train),
+        meta=ocp.args.JsonSave(meta),
+      ),
+      metrics=metrics,
+      force=True,  # a re-save of the same step (e.g. SIGTERM after a periodic save) replaces it
+    )
+
+  def restore(self, step: int, **abstract: Any) -> dict[str, Any]:
+    """Restore the named items (``model=``/``train=`` abstract trees) plus ``meta``."""
+    args = {k: ocp.args.StandardRestore(v) for k, v in abstract.items()}
+    out = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore(), **args))
+    return {k: out[k] for k in ("meta", *abstract)}
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def best_step(self) -> int | None:
+    """The best step among checkpoints with validation metrics (None if there is none)."""
+    return self.manager.best_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self.manager.all_steps())
+
+  def resolve(self, which: str) -> int:
+    """``"best" | "latest" | "<step>"`` -> a saved step, or a one-line error."""
+    steps = self.all_steps()
+    if not steps:
+      raise FileNotFoundError(f"no checkpoints in {self.manager.directory}; train first")
+    if which == "latest":
+      return self.latest_step()
+    if which == "best":
+      best = self.best_step()
+      if best is None:
+        raise ValueError(
+          f"no checkpoint in {self.manager.directory} has validation metrics yet; "
+          f"use --checkpoint=latest"
+        )
+      return best
+    if not which.isdigit():
+      raise ValueError(f"--checkpoint='{which}' is not {CHECKPOINT_CHOICES}")
+    if int(which) not in steps:
+      raise ValueError(f"no checkpoint at step {which}; saved steps: {steps}")
+    return int(which)
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.close()  # waits for pending saves

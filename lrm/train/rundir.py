@@ -1,0 +1,127 @@
+"""The run directory: what a run writes, and the rule that protects it.
+
+Layout of ``<workdir>/``::
+
+  config.json          the resolved config (all overrides applied); its hash names the run
+  vocab.json           the task's vocabulary (token ids), so a checkpoint reloads with the same ids
+  checkpoints/<step>/  orbax checkpoints (see lrm/train/checkpoint.py)
+  metrics.jsonl        one JSON record per log/eval event: {"step", "split", metrics...}
+  tensorboard/         TensorBoard event files (same numbers as metrics.jsonl)
+  plots/curves.png     learning curves, drawn at the end
+  results.json         best and final metrics, cost (params, FLOPs/token), speed, versions
+  eval_<split>_<checkpoint>.json   written by scripts/evaluate.py
+
+Rule: rerunning with the same config resumes. A different config is refused with the list
+of differing keys, unless ``restart`` is set, which deletes the files above (and nothing
+else in the folder) and starts over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+
+RUN_FILES = ("config.json", "vocab.json", "metrics.jsonl", "results.json")
+RUN_DIRS = ("checkpoints", "tensorboard", "plots")
+PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "datasets", "numpy")
+
+
+class ConfigConflict(ValueError):
+  """The workdir holds a run with a different config."""
+
+
+def config_to_dict(config: ml_collections.ConfigDict | dict) -> dict[str, Any]:
+  """Plain JSON-able dict (tuples become lists), so saved and new configs compare equal."""
+  if isinstance(config, ml_collections.ConfigDict):
+    config = config.to_dict()
+  return json.loads(json.dumps(config, sort_keys=True))
+
+
+def config_hash(config: dict[str, Any]) -> str:
+  return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+  if not isinstance(d, dict):
+    return {prefix: d}
+  out: dict[str, Any] = {}
+  for k, v in d.items():
+    out.update(_flatten(v, f"{prefix}{k}."))
+  return {k.rstrip("."): v for k, v in out.items()}
+
+
+def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+  """``["train.lr: 0.001 -> 0.002", ...]`` for every leaf that differs."""
+  a, b = _flatten(old), _flatten(new)
+  return [
+    f"{k}: {a.get(k, '<unset>')} -> {b.get(k, '<unset>')}"
+    for k in sorted(a.keys() | b.keys())
+    if a.get(k, "<unset>") != b.get(k, "<unset>")
+  ]
+
+
+def check_workdir(workdir: Path, config: dict[str, Any], *, restart: bool) -> bool:
+  """Decide how to use ``workdir``; True when it holds this run already (resume).
+
+  Raises ``ConfigConflict`` (nothing touched) when the saved config differs and not ``restart``.
+  """
+  saved = workdir / "config.json"
+  if not saved.exists():
+    return False
+  if restart:
+    return False
+  old = json.loads(saved.read_text())
+  diff = config_diff(old, config)
+  if diff:
+    shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
+    raise ConfigConflict(
+      f"{workdir} holds a run with a different config ({shown}); use another --workdir, "
+      f"or add --restart to delete that run and start over"
+    )
+  return True
+
+
+def wipe(workdir: Path) -> None:
+  """Delete a previous run's files (only those listed above) for ``--restart``."""
+  for name in RUN_FILES:
+    (workdir / name).unlink(missing_ok=True)
+  for p in workdir.glob("eval_*.json"):
+    p.unlink()
+  for name in RUN_DIRS:
+    shutil.rmtree(workdir / name, ignore_errors=True)
+
+
+def write_json(path: Path, obj: Any) -> None:
+  """Atomic write: a reader (or a kill) never sees half a file."""
+  tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+  tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+  tmp.replace(path)
+
+
+def read_json(path: Path) -> Any:
+  return json.loads(Path(path).read_text())
+
+
+def load_config(workdir: Path) -> ml_collections.ConfigDict:
+  path = workdir / "config.json"
+  if not path.exists():
+    raise FileNotFoundError(f"{path} not found; --workdir must be a run directory made by train.py")
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def versions() -> dict[str, str]:
+  out = {"python": platform.python_version()}
+  for name in PACKAGES:
+    try:
+      out[name] = metadata.version(name)
+    except metadata.PackageNotFoundError:
+      out[name] = "not installed"
+  return out

@@ -1,0 +1,60 @@
+"""Evaluate a run's checkpoint on a split; needs only the run directory (and the data).
+
+  python scripts/evaluate.py --workdir=runs/quickstart [--split=test] [--checkpoint=best]
+
+--checkpoint is best (by the task's main validation metric), latest, or a step number. The
+model is rebuilt from <workdir>/config.json and vocab.json and restored onto however many
+devices this machine has. Prints the metrics as JSON and writes them to
+<workdir>/eval_<split>_<checkpoint>.json. Exit code 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from absl import flags
+
+
+def main(argv: list[str] | None = None) -> int:
+  argv = list(sys.argv if argv is None else argv)
+  if {"-h", "--help", "--helpfull"} & set(argv[1:]):
+    print(__doc__)
+    return 0
+  fv = flags.FlagValues()
+  flags.DEFINE_string("workdir", None, "run directory written by train.py", flag_values=fv)
+  flags.DEFINE_string("split", "test", "train, validation or test", flag_values=fv)
+  flags.DEFINE_string("checkpoint", "best", "best, latest or a step number", flag_values=fv)
+  flags.DEFINE_bool("multihost", False, "call jax.distributed.initialize() first", flag_values=fv)
+  try:
+    fv(argv)
+    if not fv.workdir:
+      raise flags.Error("--workdir is required")
+  except flags.Error as e:
+    print(
+      f"error: {e} (usage: evaluate.py --workdir=<dir> [--split=test] "
+      f"[--checkpoint=best|latest|<step>])",
+      file=sys.stderr,
+    )
+    return 2
+  if fv.multihost:
+    from lrm.train import sharding
+
+    sharding.initialize_distributed()
+  from lrm.tasks import DataError
+  from lrm.train.evaluate import evaluate_run
+
+  try:
+    out = evaluate_run(fv.workdir, split=fv.split, checkpoint=fv.checkpoint)
+  except KeyError as e:
+    print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
+    return 2
+  except (DataError, ValueError, FileNotFoundError) as e:
+    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+    return 2
+  print(json.dumps(out, indent=1, sort_keys=True))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
