@@ -42,7 +42,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.depth = 2
   del c.model["mixer"]  # a list of specs replaces the single default spec
   # A short conv lets attention match a key by the token before it (Zoology's recipe).
-  c.model.mixer = [dict(name="conv", kernel_size=3), mixer_spec(v.mixer, window=v.window, heads=4)]
+  c.model.mixer = [
+    dict(name="conv", kernel_size=3),
+    mixer_spec(v.mixer, window=v.window, heads=4, causal=True),
+  ]
   c.model.positions = "learned"
   c.train.steps = 600
   c.train.batch_size = 64

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from lrm.model import Encoder
 
@@ -42,10 +43,20 @@ def effective_kernels(
   """Effective kernels of ``mixer`` on input ``x [1, L, D]`` at ``positions``, offsets ±radius."""
   L = x.shape[1]
   offsets = np.arange(-radius, radius + 1)
+  graphdef, state = nnx.split(mixer)
+
+  @jax.jit
+  def jacobian_norms(state, x, i):  # [L]: |d y_i / d x_j| for every input position j
+    def out_i(z):
+      y = nnx.merge(graphdef, state)(z, mask)[0]  # [L, D]
+      return jax.lax.dynamic_index_in_dim(y, i, keepdims=False)  # [D]
+
+    jac = jax.jacrev(out_i)(x)[:, 0]  # [D_out, L, D_in]
+    return jnp.sqrt((jac**2).sum(axis=(0, 2)))
+
   rows = []
   for i in positions:
-    jac = jax.jacrev(lambda z, i=int(i): mixer(z, mask)[0, i])(x)[:, 0]  # [D_out, L, D_in]
-    norms = np.asarray(jnp.sqrt((jac**2).sum(axis=(0, 2))))  # [L]
+    norms = np.asarray(jacobian_norms(state, x, int(i)))
     idx = i + offsets
     ok = (idx >= 0) & (idx < L)
     row = np.zeros(len(offsets))

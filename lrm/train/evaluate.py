@@ -141,3 +141,33 @@ def evaluate_run(workdir: Path | str, split: str = "test", checkpoint: str = "be
   if jax.process_index() == 0:
     write_json(workdir / f"eval_{split}_{checkpoint}.json", out)
   return out
+
+
+def load_run(
+  workdir: Path | str, checkpoint: str = "best", *, with_task: bool = False
+) -> nnx.Module | tuple[nnx.Module, tasks.Task]:
+  """The trained model of a run directory as a live ``nnx.Module`` (for analysis).
+
+  Restores ``checkpoint`` (best | latest | <step>) onto this machine's devices; with
+  ``with_task`` also returns the set-up task (for its data).
+  """
+  workdir = Path(workdir)
+  plain = config_to_dict(load_config(workdir))
+  vocab_path = workdir / "vocab.json"
+  vocab = json.loads(vocab_path.read_text()) if vocab_path.exists() else None
+  task = build_task(plain, vocab)
+  ckpts = Checkpoints(
+    workdir / "checkpoints",
+    keep=plain["train"]["keep_checkpoints"],
+    metric=task.main_metric,
+    mode=task.main_mode,
+  )
+  try:
+    step = ckpts.resolve(checkpoint)
+    model = nnx.eval_shape(lambda: build_model(task, plain))
+    steps = Steps(task, model, None, None, dtype="float32", grad_accum=1, mesh=sharding.make_mesh())
+    restored = ckpts.restore(step, model=steps.abstract(steps.model_shape))
+  finally:
+    ckpts.close()
+  live = nnx.merge(steps.graph_eval, restored["model"]["params"], restored["model"]["rest"])
+  return (live, task) if with_task else live
