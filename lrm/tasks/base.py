@@ -61,7 +61,9 @@ class Task:
     raise NotImplementedError  # abstract
 
   def dataset(self, split: str) -> ArrayDataset:
-    raise NotImplementedError  # abstract
+    """The split's data; the default serves ``self._data[split]`` filled by ``setup``."""
+    self.setup()
+    return self._data[split]
 
   # ---- model -----------------------------------------------------------------------------
   def build_model(self, model_cfg: Mapping[str, Any], rngs: nnx.Rngs) -> nnx.Module:

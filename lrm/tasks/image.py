@@ -26,14 +26,12 @@ import io
 from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from lrm.data.arrays import ArrayDataset
 from lrm.data.cache import generated
 from lrm.registry import register
-from lrm.tasks.base import SPLITS, DataError, Sums
+from lrm.tasks.base import SPLITS, DataError
 from lrm.tasks.classify import ClassificationTask
 from lrm.tasks.text import Table, checked_labels, open_splits, require_columns
 
@@ -154,14 +152,6 @@ class ImageTask(ClassificationTask):
       "classes": classes,
       "examples": {s: len(self._data[s]) for s in SPLITS},
     }
-
-  def dataset(self, split: str) -> ArrayDataset:
-    self.setup()
-    return self._data[split]
-
-  def loss(self, model: Any, batch: dict[str, jax.Array]) -> tuple[jax.Array, Sums]:
-    # pixels are stored as uint8; the model gets int32
-    return super().loss(model, {**batch, "inputs": batch["inputs"].astype(jnp.int32)})
 
   # ---- offline generator ---------------------------------------------------------------------
   @classmethod

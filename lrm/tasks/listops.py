@@ -27,15 +27,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from lrm.data import listops_gen
 from lrm.data.arrays import ArrayDataset
 from lrm.data.cache import generated
 from lrm.registry import register
-from lrm.tasks.base import SPLITS, DataError, Sums
+from lrm.tasks.base import SPLITS, DataError
 from lrm.tasks.classify import ClassificationTask
 
 TOKENS = ("<pad>", *sorted([str(d) for d in range(10)] + ["X", *listops_gen.OPERATORS]))
@@ -230,14 +228,6 @@ class ListOps(ClassificationTask):
       "truncated": truncated,
       "max_len": self.max_len,
     }
-
-  def dataset(self, split: str) -> ArrayDataset:
-    self.setup()
-    return self._data[split]
-
-  def loss(self, model: Any, batch: dict[str, jax.Array]) -> tuple[jax.Array, Sums]:
-    # ids are stored as uint8; the model gets int32
-    return super().loss(model, {**batch, "inputs": batch["inputs"].astype(jnp.int32)})
 
   @classmethod
   def generate(

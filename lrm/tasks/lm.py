@@ -261,10 +261,6 @@ class LanguageModelTask(Task):
     self._data = data
     self._info = {**info, "windows": {s: len(d) for s, d in data.items()}}
 
-  def dataset(self, split: str) -> ArrayDataset:
-    self.setup()
-    return self._data[split]
-
   # ---- training ----------------------------------------------------------------------------
   def loss(self, model: nnx.Module, batch: dict[str, jax.Array]) -> tuple[jax.Array, Sums]:
     inputs = batch["inputs"].astype(jnp.int32)  # [B, L]

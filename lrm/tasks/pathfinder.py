@@ -32,8 +32,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
@@ -41,7 +39,7 @@ from lrm.data import pathfinder_gen
 from lrm.data.arrays import ArrayDataset
 from lrm.data.cache import generated
 from lrm.registry import register
-from lrm.tasks.base import SPLITS, DataError, Sums
+from lrm.tasks.base import SPLITS, DataError
 from lrm.tasks.classify import ClassificationTask
 
 PARENTS = ("", "lra_release", "lra_release/lra_release")
@@ -202,14 +200,6 @@ class Pathfinder(ClassificationTask):
       "examples": {s: len(self._data[s]) for s in SPLITS},
       "skipped_empty": {s: len(empty[s]) for s in SPLITS},
     }
-
-  def dataset(self, split: str) -> ArrayDataset:
-    self.setup()
-    return self._data[split]
-
-  def loss(self, model: Any, batch: dict[str, jax.Array]) -> tuple[jax.Array, Sums]:
-    # pixels are stored as uint8; the model gets int32
-    return super().loss(model, {**batch, "inputs": batch["inputs"].astype(jnp.int32)})
 
   @classmethod
   def generate(

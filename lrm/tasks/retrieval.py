@@ -142,10 +142,6 @@ class RetrievalTask(Task):
     self._data = data
     self._info = {"source": str(folder), "examples": {s: len(d) for s, d in data.items()}}
 
-  def dataset(self, split: str) -> ArrayDataset:
-    self.setup()
-    return self._data[split]
-
   def loss(self, model: nnx.Module, batch: dict[str, jax.Array]) -> tuple[jax.Array, Sums]:
     t1 = batch["inputs1"].astype(jnp.int32)  # [B, L]
     t2 = batch["inputs2"].astype(jnp.int32)  # [B, L]

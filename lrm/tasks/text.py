@@ -26,15 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from lrm.data import bytes as tok
 from lrm.data.arrays import ArrayDataset
 from lrm.data.cache import cache_root, generated
 from lrm.registry import register
-from lrm.tasks.base import SPLITS, DataError, Sums
+from lrm.tasks.base import SPLITS, DataError
 from lrm.tasks.classify import ClassificationTask
 
 SPLIT_ALIASES = {
@@ -242,14 +240,6 @@ class TextTask(ClassificationTask):
       "validation": val_rule,
       "examples": {s: len(self._data[s]) for s in SPLITS},
     }
-
-  def dataset(self, split: str) -> ArrayDataset:
-    self.setup()
-    return self._data[split]
-
-  def loss(self, model: Any, batch: dict[str, jax.Array]) -> tuple[jax.Array, Sums]:
-    # ids are stored as uint16; the model gets int32
-    return super().loss(model, {**batch, "inputs": batch["inputs"].astype(jnp.int32)})
 
   # ---- offline generator ---------------------------------------------------------------------
   @classmethod
