@@ -55,16 +55,20 @@ def dependence(
   encoder.eval()
   x0 = encoder.embed_tokens(tokens)  # [1, L, D]
   direction = jax.random.normal(jax.random.key(0), (x0.shape[-1],), x0.dtype)
+  graphdef, state = nnx.split(encoder)
 
-  def layer_out(x: jax.Array, layer: int) -> jax.Array:
-    _, outs = encoder.run_blocks(x, mask, intermediates=True)
-    return jnp.sum(outs[layer][0, position] * direction)
+  @jax.jit
+  def rows(state: nnx.State, x: jax.Array) -> jax.Array:
+    enc = nnx.merge(graphdef, state)
 
-  rows = []
-  for layer in range(len(encoder.blocks)):
-    g = jax.grad(layer_out)(x0, layer)  # [1, L, D]
-    rows.append(np.asarray(jnp.abs(g[0]).sum(-1)))  # [L]
-  return np.stack(rows)
+    def layer_out(x: jax.Array, layer: int) -> jax.Array:
+      _, outs = enc.run_blocks(x, mask, intermediates=True)
+      return jnp.sum(outs[layer][0, position] * direction)
+
+    grads = [jax.grad(layer_out)(x, layer) for layer in range(len(enc.blocks))]  # [1, L, D] each
+    return jnp.stack([jnp.abs(g[0]).sum(-1) for g in grads])  # [depth, L]
+
+  return np.asarray(rows(state, x0))
 
 
 def measure(
