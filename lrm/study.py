@@ -44,7 +44,7 @@ from lrm import tasks
 from lrm.analysis import budget
 from lrm.analysis import receptive_field as rf
 
-WINDOWLESS = ("global",)  # presets whose pattern does not depend on the window
+WINDOWLESS = ("global", "random", "local_random", "bigbird")  # patterns set by blocks, not w
 
 
 @dataclass(frozen=True)

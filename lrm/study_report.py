@@ -157,12 +157,13 @@ def content_section(study: Mapping[str, Any], out: Path) -> list[str]:
   if not spec:
     return []
   from lrm.analysis import content
+  from lrm.study import WINDOWLESS
   from lrm.train.evaluate import load_run
 
   panels, lines = {}, []
   rule = study["rules"][0]
   for mixer in spec["mixers"]:
-    w = "" if mixer == "global" else f"-w{spec['window']}"
+    w = "" if mixer in WINDOWLESS else f"-w{spec['window']}"
     wd = out / "runs" / spec["task"] / f"{mixer}{w}" / rule / f"seed{study['seeds'][0]}"
     if not (wd / "results.json").exists():
       continue
