@@ -86,13 +86,15 @@ def load_study(path: str | Path, scale: str) -> dict[str, Any]:
 
 
 def expand(study: Mapping[str, Any]) -> list[Cell]:
+  """Every cell, seed-major: a study stopped early has whole seeds done, not whole mixers."""
   cells = []
-  for tname, t in study["tasks"].items():
-    for mixer in t["mixers"]:
-      windows = [None] if mixer in WINDOWLESS else t["windows"]
-      for w in windows:
-        for rule in t.get("rules", study["rules"]):
-          for seed in t.get("seeds", study["seeds"]):
+  for seed in study["seeds"]:
+    for rule in study["rules"]:
+      for tname, t in study["tasks"].items():
+        if rule not in t.get("rules", study["rules"]) or seed not in t.get("seeds", study["seeds"]):
+          continue
+        for mixer in t["mixers"]:
+          for w in [None] if mixer in WINDOWLESS else t["windows"]:
             cells.append(Cell(tname, mixer, w, rule, seed))
   return cells
 
