@@ -152,7 +152,7 @@ def plot_task(agg: dict[tuple, dict], task: str, path: Path) -> None:
 
 
 def content_section(study: Mapping[str, Any], out: Path) -> list[str]:
-  """Effective-kernel variation of the first layer, conv vs attention, on real inputs."""
+  """Effective-kernel variation of the tested layer, conv vs attention, on real inputs."""
   spec = study.get("content")
   if not spec:
     return []
@@ -172,20 +172,21 @@ def content_section(study: Mapping[str, Any], out: Path) -> list[str]:
     batch = next(task.dataset("validation").eval_batches(1))
     key = "inputs" if "inputs" in batch else "inputs1"
     tokens = np.asarray(batch[key][:, : min(task.seq_len, 128)], np.int32)
-    x = content.mixer_input(enc, tokens, layer=0)
+    layer = len(enc.blocks) - 1  # the tested mixer (a fixed first layer may precede it)
+    x = content.mixer_input(enc, tokens, layer=layer)
     L = tokens.shape[1]
     radius = int(spec.get("radius", 2 * spec["window"]))
     positions = np.arange(radius, L - radius, max(1, (L - 2 * radius) // 24))
-    panels[f"{mixer}{w}"] = content.effective_kernels(enc.blocks[0].mixer, x, positions, radius)
+    panels[f"{mixer}{w}"] = content.effective_kernels(enc.blocks[layer].mixer, x, positions, radius)
   if not panels:
     return []
   content.plot_side_by_side(panels, str(out / "content_dependence.png"))
   lines += [
     "## Content dependence",
     "",
-    "Effective kernel of the first layer's mixer: the Jacobian size |dy_i/dx_{i+o}| over",
-    "offsets o,",
-    f"normalised, at sampled positions of a validation input ({spec['task']}). A convolution's",
+    "Effective kernel of the last layer's mixer (the tested one): the Jacobian size",
+    "|dy_i/dx_{i+o}| over offsets o, normalised, at sampled positions of a validation input",
+    f"({spec['task']}). A convolution's",
     "kernel depends only on the offset (variation 0); attention builds one per position.",
     "",
     "| mixer | kernel variation (mean TV distance to the average kernel) |",
