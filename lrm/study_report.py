@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
@@ -83,12 +84,30 @@ def _fmt(x: float) -> str:
   return f"{x:.4g}"
 
 
+def _metric_order(name: str) -> tuple[int, int, str]:
+  """Distance buckets (``acc_d<=4``, ``acc_d5-6``, ``acc_d>6``) by distance, then the rest."""
+  m = re.fullmatch(r"acc_d(<=|>)?(\d+)(?:-\d+)?", name)
+  if not m:
+    return (1, 0, name)
+  return (0, int(m.group(2)) + (1 if m.group(1) == ">" else 0), name)
+
+
 def task_table(agg: dict[tuple, dict], task: str, rule: str) -> list[str]:
+  """One table per set of metric names: recall's distance buckets are named after the window
+  (``acc_d<=4``), so each window gets its own table instead of columns of blanks."""
   keys = sorted(k for k in agg if k[0] == task and k[1] == rule)
-  if not keys:
-    return []
+  groups: dict[tuple, list[tuple]] = defaultdict(list)
+  for k in keys:
+    groups[tuple(sorted(agg[k]["metrics"]))].append(k)
+  lines: list[str] = []
+  for names, group in sorted(groups.items(), key=lambda g: g[1][0][3] or 0):
+    lines += ([""] if lines else []) + _table(agg, group, names)
+  return lines
+
+
+def _table(agg: dict[tuple, dict], keys: list[tuple], names: tuple[str, ...]) -> list[str]:
   main = agg[keys[0]]["main_metric"]
-  extra = sorted({m for k in keys for m in agg[k]["metrics"]} - {main, "loss"})
+  extra = sorted((m for m in names if m not in (main, "loss")), key=_metric_order)
   head = (
     f"| mixer | n | {main} (mean ± sd) | "
     + "".join(f"{m} | " for m in extra)
@@ -97,8 +116,8 @@ def task_table(agg: dict[tuple, dict], task: str, rule: str) -> list[str]:
   lines = [head, "|" + "---|" * (head.count("|") - 1)]
   for k in keys:
     a = agg[k]
-    mean, sd = a["metrics"].get(main, (float("nan"), 0.0))
-    cols = "".join(f"{a['metrics'].get(m, (float('nan'), 0))[0]:.3f} | " for m in extra)
+    mean, sd = a["metrics"][main]
+    cols = "".join(f"{a['metrics'][m][0]:.3f} | " for m in extra)
     rf = ", ".join(f"{m} ({an})" for m, an in a["rf"])
     lines.append(
       f"| {a['label']} | {a['n']} | {mean:.4f} ± {sd:.4f} | {cols}"

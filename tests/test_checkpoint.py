@@ -85,6 +85,25 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(cli, tiny_config, tmp_path
   assert not (tmp_path / "results.json").exists()
 
 
+def test_preemption_acts_on_sigterm_once():
+  from lrm.train.loop import Preemption
+
+  seen = []
+  previous = signal.signal(signal.SIGTERM, lambda *a: seen.append("outer"))
+  try:
+    with Preemption() as p:  # acted on: the loop saved and stopped, nothing is re-delivered
+      assert not p.requested(1)
+      signal.raise_signal(signal.SIGTERM)
+      assert p.requested(2)
+    assert seen == []
+    with Preemption() as p:  # arrived after the loop's last check: handed on, not swallowed
+      assert not p.requested(1)
+      signal.raise_signal(signal.SIGTERM)
+    assert seen == ["outer"]
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
 def test_rerunning_a_finished_run_changes_nothing(reference_run, tiny_config, capsys):
   before = {p: p.stat().st_mtime_ns for p in reference_run.rglob("*")}
   argv = ["train.py", f"--config={tiny_config}:{REFERENCE}", f"--workdir={reference_run}"]

@@ -112,3 +112,29 @@ def test_flagship_study_grid_is_well_formed():
   mixers = {c.mixer for c in cells}
   assert {"conv", "conv_full", "dynamic_conv", "involution", "local", "local_global"} <= mixers
   assert {"bigbird", "global"} <= mixers
+
+
+def test_report_gives_each_window_its_own_table_with_buckets_in_distance_order():
+  from lrm.study_report import task_table
+
+  def cell(label: str, window: int | None, buckets: dict[str, float]) -> dict:
+    metrics = {"accuracy": (0.5, 0.1), **{k: (v, 0.0) for k, v in buckets.items()}}
+    return dict(
+      label=label, n=3, metrics=metrics, main_metric="accuracy", target=100.0, achieved=100.0,
+      params=100, flops=1e5, wall=1.0, rf=[(7, 7)],
+    )  # fmt: skip
+
+  w4 = {"acc_d>6": 0.03, "acc_d5-6": 0.2, "acc_d<=4": 0.9}
+  agg = {
+    ("recall", "params", "local", 4): cell("local w=4", 4, w4),
+    ("recall", "params", "global", None): cell("global", None, w4),
+    ("recall", "params", "local", 8): cell("local w=8", 8, {"acc_d<=8": 0.8, "acc_d>10": 0.0}),
+  }
+  lines = task_table(agg, "recall", "params")
+  heads = [line for line in lines if line.startswith("| mixer")]
+  assert len(heads) == 2 and "nan" not in "\n".join(lines)
+  assert heads[0].index("acc_d<=4") < heads[0].index("acc_d5-6") < heads[0].index("acc_d>6")
+  first = lines[: lines.index("")]
+  assert any(r.startswith("| global |") for r in first)
+  assert any(r.startswith("| local w=4 |") for r in first)
+  assert "| local w=8 | 3 | 0.5000 ± 0.1000 | 0.800 | 0.000 |" in lines[lines.index("") + 3]

@@ -84,10 +84,13 @@ def run(config: Any, workdir: Path | str, *, restart: bool = False) -> dict[str,
 
 class Preemption:
   """SIGTERM -> save and stop. Multi-process runs use JAX's preemption sync point instead,
-  so every process stops at the same step (and JAX's own SIGTERM handler stays in place)."""
+  so every process stops at the same step (and JAX's own SIGTERM handler stays in place).
+
+  A SIGTERM that the loop did not act on (it came after the last step's check) is delivered
+  again to the previous handler on exit, so it is never swallowed: the caller stops too."""
 
   def __init__(self) -> None:
-    self.flag, self.old = False, None
+    self.flag, self.acted, self.old = False, False, None
 
   def __enter__(self) -> Preemption:
     if jax.process_count() == 1:
@@ -103,11 +106,15 @@ class Preemption:
   def __exit__(self, *exc: Any) -> None:
     if self.old is not None:
       signal.signal(signal.SIGTERM, self.old)
+      if self.flag and not self.acted:
+        signal.raise_signal(signal.SIGTERM)
 
   def requested(self, step: int) -> bool:
     if jax.process_count() > 1:
-      return multihost_utils.reached_preemption_sync_point(step)
-    return self.flag
+      self.acted = multihost_utils.reached_preemption_sync_point(step)
+    else:
+      self.acted = self.flag
+    return self.acted
 
 
 def is_lead() -> bool:
@@ -244,6 +251,12 @@ def train(p: Prepared) -> dict[str, Any] | None:
         if lead:
           print(f"preempted: saved step {step} in {wd}; rerun the same command to resume")
         return None
+    if procs == 1 and preempt.requested(step):  # SIGTERM in the last save: stop, don't test
+      ckpts.close()
+      monitor.close()
+      if lead:
+        print(f"preempted after the last step: saved step {step} in {wd}; rerun to finish")
+      return None
   ckpts.wait()
   return finish(p, steps, state, ckpts, totals(step), monitor, val, step)
 
