@@ -137,35 +137,36 @@ def plot_task(agg: dict[tuple, dict], task: str, path: Path) -> None:
   if not keys:
     return
   main = agg[keys[0]]["main_metric"]
-  fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+  fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
   labels = sorted({agg[k]["label"] for k in keys})
-  colours = {lab: plt.cm.tab10(i % 10) for i, lab in enumerate(labels)}
+  cmap = plt.cm.tab10 if len(labels) <= 10 else plt.cm.tab20
+  colours = {lab: cmap(i % cmap.N) for i, lab in enumerate(labels)}
   markers = {"params": "o", "flops": "s"}
   for ax, (xkey, xlabel) in zip(
     axes,
     [("params", "parameters"), ("flops", "training FLOPs / token"), ("wall", "wall-clock (s)")],
     strict=True,
   ):
+    xs = [agg[k][xkey] for k in keys if agg[k][xkey] > 0]
     for k in keys:
       a = agg[k]
       mean, sd = a["metrics"].get(main, (np.nan, 0.0))
       ax.errorbar(
-        a[xkey],
-        mean,
-        yerr=sd,
-        fmt=markers.get(k[1], "o"),
-        color=colours[a["label"]],
-        label=f"{a['label']} [{k[1]}]",
-        capsize=2,
+        a[xkey], mean, yerr=sd, fmt=markers.get(k[1], "o"), color=colours[a["label"]], capsize=2
       )
-    ax.set_xscale("log")
+    if xs and max(xs) / min(xs) > 10:  # log only where the budgets span a decade
+      ax.set_xscale("log")
+    ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4), useOffset=False)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(f"test {main}")
+    ax.set_ylabel(f"test {main} (mean ± sd)")
     ax.grid(alpha=0.3)
-  axes[0].set_title(f"{task}: o = equal params, s = equal FLOPs")
-  handles, names = axes[0].get_legend_handles_labels()
-  fig.legend(handles, names, loc="center right", fontsize=7)
-  fig.tight_layout(rect=(0, 0, 0.8, 1))
+  rules = sorted({k[1] for k in keys})
+  axes[0].set_title(
+    f"{task}: " + ", ".join(f"{markers.get(r, 'o')} = equal {r}" for r in rules), loc="left"
+  )
+  handles = [plt.Line2D([], [], ls="", marker="o", color=colours[lab]) for lab in labels]
+  fig.legend(handles, labels, loc="center right", fontsize=8)
+  fig.tight_layout(rect=(0, 0, 0.86, 1))
   fig.savefig(path, dpi=100)
   plt.close(fig)
 
