@@ -30,10 +30,10 @@ import numpy as np
 
 from lrm.data.arrays import ArrayDataset
 from lrm.data.cache import generated
+from lrm.data.tables import Table, checked_labels, open_splits, require_columns
 from lrm.registry import register
 from lrm.tasks.base import SPLITS, DataError
 from lrm.tasks.classify import ClassificationTask
-from lrm.tasks.text import Table, checked_labels, open_splits, require_columns
 
 GENERATED_CLASSES = tuple(f"orientation_{18 * k:03d}deg" for k in range(10))
 GRAY_WEIGHTS = np.asarray([0.2989, 0.5870, 0.1140], np.float32)

@@ -41,10 +41,10 @@ from flax import nnx
 from lrm.data import bytes as tok
 from lrm.data import corpus
 from lrm.data.arrays import ArrayDataset
+from lrm.data.tables import FILE_KINDS, checked_texts, open_splits, require_columns
 from lrm.registry import register
 from lrm.tasks.base import SPLITS, DataError, Sums, Task
 from lrm.tasks.classify import length_mask
-from lrm.tasks.text import FILE_KINDS, checked_texts, open_splits, require_columns
 
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".py", ".tex", ".c", ".h", ".cpp", ".js", ".html")
 SEP_CANDIDATES = ("<|endoftext|>", "</s>", "<eos>", "[SEP]", "<sep>")
