@@ -218,7 +218,7 @@ def train(p: Prepared) -> dict[str, Any] | None:
       meta["best"] = {"step": step, "metrics": metrics}
     return metrics
 
-  step, val = start, None
+  step, val, stop = start, None, False
   with Preemption() as preempt:
     while step < total:
       state = steps.train_step(state, sharding.put_batch(batch, data_sh))
@@ -246,16 +246,13 @@ def train(p: Prepared) -> dict[str, Any] | None:
           meta_now = totals(step)
           ckpts.save(step, model=state["model"], train=state["train"], meta=meta_now, metrics=val)
       if stop:
-        ckpts.close()
-        monitor.close()
-        if lead:
-          print(f"preempted: saved step {step} in {wd}; rerun the same command to resume")
-        return None
-    if procs == 1 and preempt.requested(step):  # SIGTERM in the last save: stop, don't test
+        break
+    # a SIGTERM during the last step's save: the step is saved, stop before testing
+    if stop or (procs == 1 and preempt.requested(step)):
       ckpts.close()
       monitor.close()
       if lead:
-        print(f"preempted after the last step: saved step {step} in {wd}; rerun to finish")
+        print(f"preempted: saved step {step} in {wd}; rerun the same command to resume")
       return None
   ckpts.wait()
   return finish(p, steps, state, ckpts, totals(step), monitor, val, step)
