@@ -4,7 +4,8 @@
   python scripts/train.py --config=experiments/image.py:mixer=conv,size=full,data=cifar10 \
       --workdir=runs/img_conv                       # LRA sizes, real CIFAR-10 (hub, online once)
 
-Variants: ``mixer`` (an ``lrm.config.mixer_spec`` preset), ``size`` (small | full),
+Variants: ``mixer`` (an ``lrm.mixers.presets`` name; ``a+b+c`` is a hybrid stack),
+``size`` (small | full),
 ``window`` (local radius w, default 32 = one image row either way; conv kernel 2w+1),
 ``data`` (``""`` = the offline synthetic gratings, ``cifar10``, or a local save_to_disk
 folder with ``img``/``label``).
@@ -20,7 +21,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from lrm.config import base_config, mixer_spec, parse_arg
+from lrm.config import base_config, parse_arg, set_mixer
+from lrm.mixers import presets
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -35,8 +37,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.update(dict(num_train=4000, num_val=400, num_test=400))
   c.model.dim, c.model.depth = (64, 2) if small else (128, 1)
   c.model.mlp_ratio, c.model.mlp_dim = 4, 0 if small else 128
-  c.model.mixer = mixer_spec(
-    v.mixer, window=v.window, heads=2 if small else 8, block=16 if small else 64
+  set_mixer(
+    c.model,
+    presets.spec(v.mixer, window=v.window, heads=2 if small else 8, block=16 if small else 64),
   )
   c.model.pool = "mean"
   c.model.positions = "learned"

@@ -5,7 +5,8 @@
   python scripts/train.py --config=experiments/listops.py:mixer=bigbird,size=full \
       --config.data.path=/data/lra_release/listops-1000 --workdir=runs/lo_bb   # released files
 
-Variants: ``mixer`` (an ``lrm.config.mixer_spec`` preset), ``size`` (small | full), ``window``
+Variants: ``mixer`` (an ``lrm.mixers.presets`` name; ``a+b+c`` is a hybrid stack),
+``size`` (small | full), ``window``
 (local radius w; the conv preset has kernel 2w+1). With ``data.path`` empty the data are
 generated offline by LRA's rules (``size=full``: LRA's 96k/2k/2k, lengths 500-2000, about a
 minute to generate once); ``scripts/prepare_data.py --task=listops --out=DIR`` writes the same
@@ -29,7 +30,8 @@ import math
 
 import ml_collections
 
-from lrm.config import base_config, mixer_spec, parse_arg
+from lrm.config import base_config, parse_arg, set_mixer
+from lrm.mixers import presets
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -47,8 +49,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   window = v.window or (16 if small else 64)
   c.model.dim, c.model.depth = (64, 2) if small else (512, 4)
   c.model.mlp_ratio = 2  # LRA: MLP 1024 at width 512
-  c.model.mixer = mixer_spec(
-    v.mixer, window=window, heads=2 if small else 8, block=16 if small else 64
+  set_mixer(
+    c.model,
+    presets.spec(v.mixer, window=window, heads=2 if small else 8, block=16 if small else 64),
   )
   c.model.pool = "mean"
   c.model.positions = "learned" if small else "sinusoidal"

@@ -5,7 +5,8 @@
   python scripts/train.py --config=experiments/lm.py:mixer=conv,size=full,data=/data/enwik8 \
       --workdir=runs/lm_enwik8                      # one file: split 90/5/5 % by position
 
-Variants: ``mixer`` (an ``lrm.config.mixer_spec`` preset; every mixer runs causally here),
+Variants: ``mixer`` (an ``lrm.mixers.presets`` name; ``a+b+c`` is a hybrid stack; every mixer
+runs causally here),
 ``size`` (small | full), ``window`` (local radius w; causal conv kernel w+1), ``data`` (``""`` =
 the Python standard library shipped with the interpreter; a text file; a folder of text
 files; a save_to_disk folder or hub dataset with a ``text`` column).
@@ -21,7 +22,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from lrm.config import base_config, mixer_spec, parse_arg
+from lrm.config import base_config, parse_arg, set_mixer
+from lrm.mixers import presets
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -42,8 +44,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   window = v.window or (16 if small else 128)
   c.model.dim, c.model.depth = (64, 2) if small else (512, 8)
   c.model.mlp_ratio = 4
-  c.model.mixer = mixer_spec(
-    v.mixer, window=window, heads=2 if small else 8, block=16 if small else 64, causal=True
+  set_mixer(
+    c.model,
+    presets.spec(
+      v.mixer, window=window, heads=2 if small else 8, block=16 if small else 64, causal=True
+    ),
   )
   c.model.tie_embedding = True
   c.model.positions = "learned"

@@ -9,7 +9,8 @@
   python scripts/train.py --config=experiments/pathfinder.py:mixer=local,size=full \
       --config.data.path=/data/lra_release --workdir=runs/pf_local   # the released images
 
-Variants: ``mixer`` (an ``lrm.config.mixer_spec`` preset), ``size`` (small | full), ``window``
+Variants: ``mixer`` (an ``lrm.mixers.presets`` name; ``a+b+c`` is a hybrid stack),
+``size`` (small | full), ``window``
 (local radius w, default 32 = one image row either way; the conv preset has kernel 2w+1),
 ``difficulty`` (curv_contour_length_14 = LRA's "hard", curv_contour_length_9, curv_baseline).
 With ``data.path`` empty the images are generated offline (``size=full``: LRA's 160k/20k/20k,
@@ -29,7 +30,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from lrm.config import base_config, mixer_spec, parse_arg
+from lrm.config import base_config, parse_arg, set_mixer
+from lrm.mixers import presets
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -46,8 +48,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.update(dict(num_train=160_000, num_val=20_000, num_test=20_000))
   c.model.dim, c.model.depth = 32, 2 if small else 4
   c.model.mlp_ratio = 1  # LRA: MLP 32 at width 32
-  c.model.mixer = mixer_spec(
-    v.mixer, window=v.window, heads=2 if small else 4, block=32 if small else 64
+  set_mixer(
+    c.model,
+    presets.spec(v.mixer, window=v.window, heads=2 if small else 4, block=32 if small else 64),
   )
   c.model.pool = "mean"
   c.model.positions = "learned" if small else "sinusoidal"

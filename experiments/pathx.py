@@ -5,7 +5,8 @@
   python scripts/train.py --config=experiments/pathx.py:mixer=bigbird,size=full \
       --config.data.path=/data/lra_release --workdir=runs/px_bb   # the released pathfinder128
 
-Variants: ``mixer`` (an ``lrm.config.mixer_spec`` preset), ``size`` (small | full), ``window``
+Variants: ``mixer`` (an ``lrm.mixers.presets`` name; ``a+b+c`` is a hybrid stack),
+``size`` (small | full), ``window``
 (local radius w, default 128 = one image row either way; the conv preset has kernel 2w+1),
 ``difficulty`` (as for Pathfinder). With ``data.path`` empty the images are generated offline
 (``size=full``: 160k/20k/20k 128x128 images, expect a long one-off generation, about 3.3 GB of
@@ -27,7 +28,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from lrm.config import base_config, mixer_spec, parse_arg
+from lrm.config import base_config, parse_arg, set_mixer
+from lrm.mixers import presets
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -44,7 +46,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.update(dict(num_train=160_000, num_val=20_000, num_test=20_000))
   c.model.dim, c.model.depth = (16, 1) if small else (32, 1)
   c.model.mlp_ratio = 1  # LRA: MLP 32 at width 32
-  c.model.mixer = mixer_spec(v.mixer, window=v.window, heads=2, block=64)
+  set_mixer(c.model, presets.spec(v.mixer, window=v.window, heads=2, block=64))
   c.model.pool = "mean"
   c.model.positions = "learned"
   c.model.dropout = 0.0 if small else 0.1

@@ -10,7 +10,7 @@ download. A 2-layer model (a short causal conv, then global attention; width 64,
 parameters) goes from chance to ~100% test accuracy within 600 steps (measured: 1.000 on the
 500 test examples, 128 s on 2 shared CPU cores); the run ends by printing it.
 
-Variants: ``mixer`` (any ``lrm.config.mixer_spec`` preset) and ``window``. Try
+Variants: ``mixer`` (any ``lrm.mixers.presets`` name, or ``a+b`` hybrids) and ``window``. Try
 ``experiments/quickstart.py:mixer=local`` (attention within 8 tokens): the per-distance
 metrics ``acc_d<=8`` / ``acc_d9-32`` / ``acc_d>32`` show it failing on far-away answers.
 """
@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from lrm.config import base_config, mixer_spec, parse_arg
+from lrm.config import base_config, parse_arg, set_mixer
+from lrm.mixers import presets
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -39,13 +40,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
   )
   c.model.dim = 64
-  c.model.depth = 2
-  del c.model["mixer"]  # a list of specs replaces the single default spec
-  # A short conv lets attention match a key by the token before it (Zoology's recipe).
-  c.model.mixer = [
-    dict(name="conv", kernel_size=3),
-    mixer_spec(v.mixer, window=v.window, heads=4, causal=True),
-  ]
+  # A short conv lets attention match a key by the token before it (Zoology's recipe); a
+  # hybrid ``a+b`` puts each of its parts once after it.
+  tested = presets.spec_list(v.mixer, window=v.window, heads=4, causal=True)
+  set_mixer(c.model, [dict(name="conv", kernel_size=3), *tested])
+  c.model.depth = 1 + len(tested)
   c.model.positions = "learned"
   c.train.steps = 600
   c.train.batch_size = 64

@@ -22,7 +22,8 @@ down by distance (``distance`` applies to ``recall`` only).
   python scripts/train.py --config=experiments/recall.py:task=selective_copy,mixer=global \
       --workdir=runs/sc
 
-Variants: ``mixer`` (any ``lrm.config.mixer_spec`` preset), ``size`` (small | full),
+Variants: ``mixer`` (any ``lrm.mixers.presets`` name; ``a+b+c`` stacks the three after the
+short conv), ``size`` (small | full),
 ``window`` (local radius w; causal conv kernel w+1), ``distance`` (inside | beyond | any),
 ``task`` (recall | selective_copy), ``short_conv`` (true | false). ``full`` follows
 zoology's MQAR sweep point (seq_len 256, 16 pairs, vocab 8192, d_model 128, 2 layers,
@@ -35,7 +36,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from lrm.config import base_config, mixer_spec, parse_arg
+from lrm.config import base_config, parse_arg, set_mixer
+from lrm.mixers import presets
 
 DISTANCES = ("inside", "beyond", "any")
 TASKS = ("recall", "selective_copy")
@@ -95,10 +97,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       )
     )
   c.model.dim = 64 if small or v.task == "selective_copy" else 128
-  c.model.depth = 2
-  tested = mixer_spec(v.mixer, window=w, heads=4 if small else 8, block=8, causal=True)
-  del c.model["mixer"]  # the base config holds one spec (a ConfigDict); a list replaces it
-  c.model.mixer = [dict(name="conv", kernel_size=3), tested] if v.short_conv else [tested]
+  tested = presets.spec_list(v.mixer, window=w, heads=4 if small else 8, block=8, causal=True)
+  # a hybrid ``a+b+c`` puts each of its parts once after the short conv
+  set_mixer(c.model, [dict(name="conv", kernel_size=3), *tested] if v.short_conv else tested)
+  # without the short conv a single tested mixer is stacked twice (see the docstring)
+  c.model.depth = len(tested) + 1 if v.short_conv else max(len(tested), 2)
   c.model.positions = "learned"
   c.model.dropout = 0.0
   if small:

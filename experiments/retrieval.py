@@ -5,7 +5,8 @@
   python scripts/train.py --config=experiments/retrieval.py:mixer=conv,size=full \
       --config.data.path=/data/lra_release --workdir=runs/retr_conv   # new_aan_pairs.*.tsv
 
-Variants: ``mixer`` (an ``lrm.config.mixer_spec`` preset), ``size`` (small | full),
+Variants: ``mixer`` (an ``lrm.mixers.presets`` name; ``a+b+c`` is a hybrid stack),
+``size`` (small | full),
 ``window`` (local radius w; conv kernel 2w+1), ``data`` (``""`` = the offline synthetic
 stand-in; otherwise the folder holding the official TSV files, or the lra_release tree).
 
@@ -23,7 +24,8 @@ import math
 
 import ml_collections
 
-from lrm.config import base_config, mixer_spec, parse_arg
+from lrm.config import base_config, parse_arg, set_mixer
+from lrm.mixers import presets
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -39,8 +41,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   window = v.window or (16 if small else 128)
   c.model.dim, c.model.depth = (64, 2) if small else (128, 4)
   c.model.mlp_ratio = 4
-  c.model.mixer = mixer_spec(
-    v.mixer, window=window, heads=2 if small else 4, block=16 if small else 64
+  set_mixer(
+    c.model,
+    presets.spec(v.mixer, window=window, heads=2 if small else 4, block=16 if small else 64),
   )
   c.model.pool = "mean"
   c.model.dropout = 0.0 if small else 0.1

@@ -6,7 +6,8 @@
   python scripts/train.py --config=experiments/text.py:mixer=bigbird,size=full,max_len=4096 \
       --config.data.path=imdb --workdir=runs/text_bb_4k   # the paper's 4K (S4 uses 4096 too)
 
-Variants: ``mixer`` (an ``lrm.config.mixer_spec`` preset), ``size`` (small | full),
+Variants: ``mixer`` (an ``lrm.mixers.presets`` name; ``a+b+c`` is a hybrid stack),
+``size`` (small | full),
 ``window`` (local radius w; conv kernel 2w+1), ``data`` (``""`` = the offline synthetic
 stand-in, ``imdb``, or a local folder with ``text``/``label``), ``max_len`` (0 = the size's
 default: 256 small, 1000 full as in the LRA code).
@@ -24,7 +25,8 @@ import math
 
 import ml_collections
 
-from lrm.config import base_config, mixer_spec, parse_arg
+from lrm.config import base_config, parse_arg, set_mixer
+from lrm.mixers import presets
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -42,8 +44,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   window = v.window or (16 if small else 128)
   c.model.dim, c.model.depth = (64, 2) if small else (256, 4)
   c.model.mlp_ratio = 4
-  c.model.mixer = mixer_spec(
-    v.mixer, window=window, heads=2 if small else 4, block=16 if small else 64
+  set_mixer(
+    c.model,
+    presets.spec(v.mixer, window=window, heads=2 if small else 4, block=16 if small else 64),
   )
   c.model.pool = "mean"
   c.model.dropout = 0.0 if small else 0.1

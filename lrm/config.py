@@ -6,7 +6,8 @@ An experiment config is a Python file with ``get_config(arg: str | None)`` retur
   seed: int
   task: str                  # registered task name
   data: {path, ...}          # the task's constructor options ("" path = generate offline)
-  model: {dim, depth, mixer (spec dict or list of specs cycled over depth), positions,
+  model: {dim, depth, mixer (spec dict or list of specs cycled over depth; presets by name
+          in ``lrm.mixers.presets``), positions,
           mlp_ratio, mlp_dim, dropout, [pool | tie_embedding]}
   train: {steps, batch_size, eval_every, checkpoint_every, log_every, eval_batch_size,
           grad_accum, dtype, max_eval_batches, keep_checkpoints}
@@ -18,6 +19,7 @@ An experiment config is a Python file with ``get_config(arg: str | None)`` retur
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import ml_collections
@@ -58,45 +60,15 @@ def _convert(value: str, default: Any, key: str) -> Any:
   return value
 
 
-def mixer_spec(
-  name: str, *, window: int = 128, heads: int = 4, block: int = 64, causal: bool = False
-) -> dict:
-  """Named mixer presets used by the experiment configs (one place, so they agree).
+def set_mixer(model: ml_collections.ConfigDict, mixer: Mapping[str, Any] | list) -> None:
+  """Set ``model.mixer`` to one spec or to a list of specs (a stack cycled over depth).
 
-  ``window`` is the radius w of local attention (keys |i-j| <= w, or i-w <= j <= i when
-  causal); the matching convolutions get kernel 2w+1 (centred) or w+1 (causal), i.e. the
-  same receptive field per layer. Pass the task's ``causal`` so the two agree.
+  A ConfigDict field keeps its type, so a list cannot replace the base config's single
+  spec in place; this swaps the field.
   """
-  k = window + 1 if causal else 2 * window + 1
-  presets = {
-    "conv": dict(name="conv", kernel_size=k, depthwise=True),
-    "conv_full": dict(name="conv", kernel_size=k, depthwise=False),
-    "dynamic_conv": dict(name="dynamic_conv", kernel_size=k, num_heads=heads),
-    "involution": dict(name="involution", kernel_size=k, num_heads=heads),
-    "local": dict(name="local", window=window, num_heads=heads),
-    "local_global": dict(name="local", window=window, num_heads=heads, global_tokens=2),
-    "global": dict(name="global", num_heads=heads),
-    "random": dict(name="random", block_size=block, num_random_blocks=3, num_heads=heads),
-    "local_random": dict(
-      name="bigbird",
-      block_size=block,
-      window_blocks=3,
-      global_blocks=0,
-      random_blocks=3,
-      num_heads=heads,
-    ),
-    "bigbird": dict(
-      name="bigbird",
-      block_size=block,
-      window_blocks=3,
-      global_blocks=2,
-      random_blocks=3,
-      num_heads=heads,
-    ),
-  }
-  if name not in presets:
-    raise ValueError(f"unknown mixer preset '{name}'; known: {', '.join(sorted(presets))}")
-  return presets[name]
+  if "mixer" in model:
+    del model["mixer"]
+  model.mixer = mixer
 
 
 def base_config() -> ml_collections.ConfigDict:

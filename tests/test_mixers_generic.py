@@ -12,27 +12,28 @@ from flax import nnx
 
 from lrm import mixers, registry
 
-# Small options so every mixer runs on tiny inputs; a new mixer runs with its defaults.
-SMALL = {
-  "conv": {"kernel_size": 5},
-  "local": {"window": 3},
-  "random": {"block_size": 4, "num_random_blocks": 1},
-  "bigbird": {"block_size": 4, "window_blocks": 3, "global_blocks": 2, "random_blocks": 1},
-  "dynamic_conv": {"kernel_size": 5},
-  "involution": {"kernel_size": 5},
-}
 DIM, LEN = 16, 21
+# Every mixer is tested as one of its presets would build it, at a small reach (window radius 2,
+# blocks of 4 tokens), so a new mixer with a preset needs no entry here; one without a preset
+# runs with its defaults.
+REACH = dict(window=2, heads=2, block=4)
 
 
-def small_spec(name: str) -> dict:
-  spec = {"name": name, **SMALL.get(name, {})}
+def small_spec(name: str, causal: bool = False) -> dict:
+  for preset in mixers.presets.names():
+    spec = mixers.presets.spec(preset, causal=causal, **REACH)
+    if spec["name"] == name:
+      return spec
+  spec = {"name": name}
   if "num_heads" in registry.options(registry.lookup("mixer", name), mixers.SHARED):
     spec["num_heads"] = 2
   return spec
 
 
 def make(name: str, causal: bool, seed: int = 0) -> mixers.Mixer:
-  m = mixers.build(small_spec(name), dim=DIM, causal=causal, rngs=nnx.Rngs(seed), layer_idx=1)
+  m = mixers.build(
+    small_spec(name, causal), dim=DIM, causal=causal, rngs=nnx.Rngs(seed), layer_idx=1
+  )
   m.eval()
   return m
 
@@ -130,3 +131,28 @@ def test_constructor_follows_the_contract(name):
     assert shared in params, f"{name} must accept '{shared}'"
   for opt in registry.options(cls, mixers.SHARED):
     assert params[opt].default is not inspect.Parameter.empty, f"{name}.{opt} needs a default"
+
+
+@pytest.mark.parametrize("preset", mixers.presets.names())
+@pytest.mark.parametrize("causal", [False, True])
+def test_every_preset_builds_with_its_declared_reach(preset, causal):
+  """Presets use exactly the mixers' option names; a windowed preset follows ``window`` (its
+  own field is the window's, unless global tokens make it the whole sequence); the others
+  ignore it."""
+  spec = mixers.presets.spec(preset, window=3, heads=2, block=4, causal=causal)
+  m = mixers.build(spec, dim=DIM, causal=causal, rngs=nnx.Rngs(0))
+  x = jax.ShapeDtypeStruct((1, 24, DIM), jnp.float32)
+  assert jax.eval_shape(lambda x: m(x), x).shape == (1, 24, DIM)
+  wider = mixers.presets.spec(preset, window=5, heads=2, block=4, causal=causal)
+  assert (wider != spec) == mixers.presets.windowed(preset)
+  if mixers.presets.windowed(preset) and m.receptive_field() is not None:
+    assert m.receptive_field() == ((3, 0) if causal else (3, 3))
+
+
+def test_hybrid_presets_join_with_plus():
+  specs = mixers.presets.spec("conv+conv+global", window=4, heads=2, causal=True)
+  assert [s["name"] for s in specs] == ["conv", "conv", "global"]
+  assert specs[0]["kernel_size"] == 5  # causal: w + 1
+  assert mixers.presets.windowed("conv+global") and not mixers.presets.windowed("global")
+  with pytest.raises(ValueError, match="unknown mixer preset 'glob' in 'conv\\+glob'.*known:"):
+    mixers.presets.spec("conv+glob")

@@ -6,9 +6,14 @@ Public API::
   lrm.mixers.build({"name": "local", "window": 64, "num_heads": 4},
                    dim=128, causal=False, rngs=nnx.Rngs(0), layer_idx=0)
 
-See ``lrm/mixers/base.py`` for the contract and the dimension legend. To add a mixer,
-write one file in this folder with a class decorated ``@register("mixer", "<name>")``
-that subclasses ``Mixer``; it is imported automatically and picked up by the generic tests.
+  lrm.mixers.presets.spec("conv+conv+global", window=8, causal=True)   # presets by short name
+
+See ``lrm/mixers/base.py`` for the contract and the dimension legend, and
+``lrm/mixers/presets.py`` for presets (one receptive-field rule for every mixer, ``+`` for
+hybrid stacks). To add a mixer, write one file in this folder with a class decorated
+``@register("mixer", "<name>")`` that subclasses ``Mixer`` and call
+``presets.register("<name>", ...)`` beside it; it is imported automatically and picked up by
+configs, studies, benchmarks and the generic tests.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 from flax import nnx
 
 from lrm import registry
+from lrm.mixers import presets
 from lrm.mixers.base import Mixer, param_count
 
 
@@ -52,4 +58,4 @@ def build(
   return registry.build("mixer", spec, dim=dim, causal=causal, rngs=rngs, layer_idx=layer_idx)
 
 
-__all__ = ["Mixer", "build", "check", "names", "param_count"]
+__all__ = ["Mixer", "build", "check", "names", "param_count", "presets"]
