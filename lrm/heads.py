@@ -1,6 +1,9 @@
 """Heads: causal LM, sequence classification, dual encoder. Any mixer works with any head.
 
-Each head owns an ``Encoder`` and is the whole model a task trains.
+Each head owns an ``Encoder`` and is the whole model a task trains. Every head counts its
+own analytic forward FLOPs (``flops(L)``: encoder + head, a multiply-add is 2) and says how
+many input tokens one example has (``tokens_per_example(L)``), so cost reports never ask
+which head they hold.
 """
 
 from __future__ import annotations
@@ -40,6 +43,14 @@ class LanguageModel(nnx.Module):
       return h @ self.encoder.embed.embedding[...].T.astype(h.dtype)  # [B, L, V]
     return self.out(h)
 
+  def flops(self, length: int) -> int:
+    """Encoder + the output projection to the vocabulary, for one sequence."""
+    vocab = self.encoder.embed.num_embeddings
+    return self.encoder.flops(length) + 2 * length * self.encoder.dim * vocab
+
+  def tokens_per_example(self, length: int) -> int:
+    return length
+
 
 class Classifier(nnx.Module):
   """Sequence classification: pool the encoder's features, then an MLP."""
@@ -55,6 +66,14 @@ class Classifier(nnx.Module):
   def __call__(self, tokens: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     u = pool(self.encoder(tokens, mask), mask, self.pool)  # [B, D]
     return self.out(jax.nn.gelu(self.hidden(u)))  # [B, C]
+
+  def flops(self, length: int) -> int:
+    """Encoder + the pooled MLP head (pooling itself is not counted), for one sequence."""
+    d = self.encoder.dim
+    return self.encoder.flops(length) + 2 * d * d + 2 * d * self.out.out_features
+
+  def tokens_per_example(self, length: int) -> int:
+    return length
 
 
 class DualEncoder(nnx.Module):
@@ -78,3 +97,11 @@ class DualEncoder(nnx.Module):
     v = pool(self.encoder(tokens2, mask2), mask2, self.pool)  # [B, D]
     feats = jnp.concatenate([u, v, u * v, u - v], axis=-1)  # [B, 4D]
     return self.out(jax.nn.gelu(self.hidden(feats)))  # [B, C]
+
+  def flops(self, length: int) -> int:
+    """Two encoder passes (one per document) + the matching MLP, for one pair."""
+    d = self.encoder.dim
+    return 2 * self.encoder.flops(length) + 2 * 4 * d * d + 2 * d * self.out.out_features
+
+  def tokens_per_example(self, length: int) -> int:
+    return 2 * length  # two documents of ``length`` tokens

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from absl import flags
 
@@ -41,11 +42,16 @@ def main(argv: list[str] | None = None) -> int:
     from lrm.train import sharding
 
     sharding.initialize_distributed()
+  import jax
+
+  from lrm.run import Run
   from lrm.tasks import DataError
-  from lrm.train.evaluate import evaluate_run
+  from lrm.train.rundir import write_json
 
   try:
-    out = evaluate_run(fv.workdir, split=fv.split, checkpoint=fv.checkpoint)
+    out = Run.from_workdir(fv.workdir).evaluate(split=fv.split, checkpoint=fv.checkpoint)
+    if jax.process_index() == 0:
+      write_json(Path(fv.workdir) / f"eval_{fv.split}_{fv.checkpoint}.json", out)
   except KeyError as e:
     print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
     return 2

@@ -116,12 +116,12 @@ def test_rerunning_a_finished_run_changes_nothing(reference_run, tiny_config, ca
 EIGHT_DEVICES = """
 import json, sys
 import jax
-from lrm.train.evaluate import evaluate_run
+from lrm.run import Run
 sys.path.insert(0, "scripts")
 import train
 ref, cfg, out_dir = sys.argv[1:4]
 assert jax.device_count() == 8
-ev = evaluate_run(ref, split="test", checkpoint="latest")
+ev = Run.from_workdir(ref).evaluate(split="test", checkpoint="latest")
 rc_bad = train.main(["train.py", f"--config={cfg}:steps=2,batch=12", f"--workdir={out_dir}/bad"])
 rc = train.main(["train.py", f"--config={cfg}:steps=12,ckpt=1", f"--workdir={out_dir}/dp"])
 print("RESULT", json.dumps({"eval": ev, "rc_bad": rc_bad, "rc": rc}))

@@ -14,30 +14,19 @@ from typing import Any
 import jax
 from flax import nnx
 
-from lrm import heads
 from lrm.mixers.base import param_count
-from lrm.model import Encoder
 
 __all__ = ["forward_flops", "param_count", "train_flops_per_token", "xla_flops"]
 
 
 def forward_flops(model: nnx.Module, length: int) -> int:
-  """Analytic forward FLOPs of a whole model (encoder + head) for one sequence."""
-  enc: Encoder = model if isinstance(model, Encoder) else model.encoder
-  total = enc.flops(length)
-  d = enc.dim
-  if isinstance(model, heads.LanguageModel):
-    total += 2 * length * d * enc.embed.num_embeddings  # output projection to the vocab
-  elif isinstance(model, heads.Classifier):
-    total += 2 * d * d + 2 * d * model.out.out_features
-  elif isinstance(model, heads.DualEncoder):
-    total = 2 * total + 2 * 4 * d * d + 2 * d * model.out.out_features
-  return int(total)
+  """Analytic forward FLOPs of a whole model (encoder + head, or an encoder) for one example."""
+  return int(model.flops(length))
 
 
 def train_flops_per_token(model: nnx.Module, length: int) -> float:
   """Training FLOPs per input token: forward + backward ~= 3x forward (Kaplan et al. 2020)."""
-  tokens = 2 * length if isinstance(model, heads.DualEncoder) else length
+  tokens = model.tokens_per_example(length) if hasattr(model, "tokens_per_example") else length
   return 3.0 * forward_flops(model, length) / tokens
 
 

@@ -1,12 +1,12 @@
 """The one trainer, its checkpoints and the evaluator (entry points: ``scripts/train.py``,
-``scripts/evaluate.py``).
+``scripts/evaluate.py``); the run they act on (task, model, optimizer) is ``lrm/run.py``.
 
   loop.py        run(config, workdir): prepare (all input checks) then train; resume; finish
   step.py        the jitted train/eval steps on a state pytree (grad accumulation, bfloat16)
   optim.py       AdamW with a weight-decay mask, warm-up + cosine / rsqrt / constant, clipping
   sharding.py    the data-parallel mesh, batch placement, multi-host initialisation
   checkpoint.py  orbax CheckpointManager: newest N + best, atomic saves
-  evaluate.py    evaluation of a split; evaluate_run(workdir) from a run directory alone
+  evaluate.py    the metrics of one split for a model state (lrm/run.py restores checkpoints)
   rundir.py      the run directory layout, config.json conflicts, results.json helpers
   monitor.py     metrics.jsonl, TensorBoard, progress lines, throughput, curve plots
 """

@@ -97,6 +97,10 @@ class Checkpoints:
     """The best step among checkpoints with validation metrics (None if there is none)."""
     return self.manager.best_step()
 
+  def metrics(self, step: int) -> dict[str, float] | None:
+    """The validation metrics saved with ``step`` (None for a periodic checkpoint)."""
+    return self.manager.metrics(step)
+
   def all_steps(self) -> list[int]:
     return list(self.manager.all_steps())
 

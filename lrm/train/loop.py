@@ -2,8 +2,10 @@
 
   run(config, workdir, restart=False) -> results dict   # = prepare(...) then train(...)
 
-``prepare`` does every check that can fail on bad input (unknown task/mixer/option, missing
-data, batch size vs devices, a workdir holding a different run) before anything is written;
+``prepare`` builds the ``lrm.run.Run`` (task, model, optimizer: every check that can fail on
+bad input, such as an unknown task/mixer/option, missing data or a batch size that does not
+split over the devices) and checks that the workdir does not hold a different run, before
+anything is written;
 ``train`` then resumes from the newest checkpoint if the workdir holds this run, trains,
 evaluates on validation every ``train.eval_every`` steps (saving a checkpoint with the
 metrics each time), and at the end evaluates the final and the best checkpoints on test and
@@ -25,17 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import ml_collections
-from flax import nnx
 from jax.experimental import multihost_utils
 
-from lrm.tasks.base import Task
+from lrm.run import Run
 from lrm.train import rundir, sharding
 from lrm.train.checkpoint import Checkpoints
-from lrm.train.evaluate import build_model, build_task, evaluate
+from lrm.train.evaluate import evaluate
 from lrm.train.monitor import Monitor, Throughput
-from lrm.train.optim import make_optimizer
-from lrm.train.step import DTYPES, Steps
 
 
 class Diverged(RuntimeError):
@@ -44,37 +42,18 @@ class Diverged(RuntimeError):
 
 @dataclass
 class Prepared:
-  """Everything ``train`` needs, built and checked by ``prepare``."""
+  """A checked run and what to do with its workdir."""
 
-  config: ml_collections.ConfigDict
-  config_dict: dict[str, Any]
-  workdir: Path
-  task: Task
-  model: nnx.Module
+  run: Run
   resume: bool  # the workdir holds this run (same config)
   restart: bool  # wipe the previous run's files before writing
 
 
 def prepare(config: Any, workdir: Path | str, *, restart: bool = False) -> Prepared:
   """Check the config, data and workdir; raise a one-line error before touching anything."""
-  workdir = Path(workdir)
-  cfg_dict = rundir.config_to_dict(config)
-  cfg = ml_collections.ConfigDict(cfg_dict)
-  for section in ("task", "data", "model", "train", "optim", "seed"):
-    if section not in cfg:
-      raise ValueError(f"the config has no '{section}' entry; build it on lrm.config.base_config()")
-  tc = cfg.train
-  if tc.steps < 1:
-    raise ValueError(f"train.steps={tc.steps} must be at least 1")
-  if tc.dtype not in DTYPES:
-    raise ValueError(f"unknown train.dtype '{tc.dtype}'; choose one of {', '.join(DTYPES)}")
-  make_optimizer(cfg.optim, tc.steps)  # validates the schedule and lr
-  sharding.check_batch_size("train.batch_size", tc.batch_size, tc.grad_accum)
-  sharding.check_batch_size("train.eval_batch_size", tc.eval_batch_size)
-  resume = rundir.check_workdir(workdir, cfg_dict, restart=restart)
-  task = build_task(cfg_dict)
-  model = nnx.eval_shape(lambda: build_model(task, cfg_dict))  # checks the mixers, no compute
-  return Prepared(cfg, cfg_dict, workdir, task, model, resume, restart)
+  run = Run.from_config(config, workdir)
+  resume = rundir.check_workdir(run.workdir, run.plain, restart=restart)
+  return Prepared(run, resume, restart)
 
 
 def run(config: Any, workdir: Path | str, *, restart: bool = False) -> dict[str, Any] | None:
@@ -127,20 +106,16 @@ def _every(step: int, period: int) -> bool:
 
 
 def train(p: Prepared) -> dict[str, Any] | None:
-  cfg, tc, task, wd = p.config, p.config.train, p.task, p.workdir
+  r = p.run
+  cfg, tc, task, wd, steps = r.config, r.config.train, r.task, r.workdir, r.steps
   total, procs, lead = int(tc.steps), jax.process_count(), is_lead()
-  mesh = sharding.make_mesh()
-  data_sh = sharding.batch_sharding(mesh)
-  tx, schedule = make_optimizer(cfg.optim, total)
-  steps = Steps(task, p.model, tx, schedule, dtype=tc.dtype, grad_accum=tc.grad_accum, mesh=mesh)
+  data_sh = sharding.batch_sharding(r.mesh)
   if p.restart and lead:
     rundir.wipe(wd)
   if procs > 1:
     multihost_utils.sync_global_devices("lrm_workdir_ready")
   wd.mkdir(parents=True, exist_ok=True)
-  ckpts = Checkpoints(
-    wd / "checkpoints", keep=tc.keep_checkpoints, metric=task.main_metric, mode=task.main_mode
-  )
+  ckpts = r.checkpoints()
   start = (ckpts.latest_step() or 0) if p.resume else 0
   if start >= total and (wd / "results.json").exists():
     ckpts.close()
@@ -150,17 +125,16 @@ def train(p: Prepared) -> dict[str, Any] | None:
   train_ds = task.dataset("train").shard(jax.process_index(), procs)
   batches = train_ds.train_batches(tc.batch_size // procs, seed=cfg.seed, start_step=start)
   batch = next(batches)
-  build = lambda: build_model(task, p.config_dict)  # noqa: E731
   # Totals carried over from earlier sessions of this run (zero when starting).
-  meta: dict[str, Any] = {"best": None, "elapsed_s": 0.0, "train_time_s": 0.0, "tokens": 0}
+  meta: dict[str, Any] = {"elapsed_s": 0.0, "train_time_s": 0.0, "tokens": 0}
   if start:
-    shapes = steps.abstract_state(build, batch)
-    r = ckpts.restore(start, model=shapes["model"], train=shapes["train"])
-    state, meta = {"model": r["model"], "train": r["train"]}, r["meta"]
+    shapes = steps.abstract_state(r.build_model, batch)
+    restored = ckpts.restore(start, model=shapes["model"], train=shapes["train"])
+    state, meta = {"model": restored["model"], "train": restored["train"]}, restored["meta"]
   else:
-    state = steps.init_state(build, batch)
+    state = steps.init_state(r.build_model, batch)
   if not start and lead:
-    rundir.write_json(wd / "config.json", p.config_dict)
+    rundir.write_json(wd / "config.json", r.plain)
     rundir.write_json(wd / "vocab.json", task.vocab())
   monitor = Monitor(wd, total_steps=total, start_step=start, active=lead)
   n_params = sum(x.size for x in jax.tree.leaves(state["model"]["params"]))
@@ -175,7 +149,7 @@ def train(p: Prepared) -> dict[str, Any] | None:
     return {
       **meta,
       "step": step,
-      "config_hash": rundir.config_hash(p.config_dict),
+      "config_hash": rundir.config_hash(r.plain),
       "elapsed_s": meta["elapsed_s"] + time.perf_counter() - wall0,
       "train_time_s": meta["train_time_s"] + clock.total_time,
       "tokens": meta["tokens"] + clock.total_tokens,
@@ -212,10 +186,6 @@ def train(p: Prepared) -> dict[str, Any] | None:
       note=monitor.message,
     )
     monitor.log(step, "validation", metrics)
-    best, sign = meta["best"], 1 if task.main_mode == "max" else -1
-    # Ties go to the later step, as in orbax's BestN policy, so both agree on "best".
-    if best is None or sign * metrics[task.main_metric] >= sign * best["metrics"][task.main_metric]:
-      meta["best"] = {"step": step, "metrics": metrics}
     return metrics
 
   step, val, stop = start, None, False
@@ -240,7 +210,7 @@ def train(p: Prepared) -> dict[str, Any] | None:
         log_train(step)
         state = steps.reset_acc(state)
         window_start = step
-      if save:  # every evaluation is saved with its metrics: "best" is always restorable
+      if save:  # every evaluation is saved with its metrics: orbax tracks the best
         with clock.paused():
           val = validate(step) if evaluate_now else None
           meta_now = totals(step)
@@ -255,12 +225,11 @@ def train(p: Prepared) -> dict[str, Any] | None:
         print(f"preempted: saved step {step} in {wd}; rerun the same command to resume")
       return None
   ckpts.wait()
-  return finish(p, steps, state, ckpts, totals(step), monitor, val, step)
+  return finish(p, state, ckpts, totals(step), monitor, val, step)
 
 
 def finish(
   p: Prepared,
-  steps: Steps,
   state: dict,
   ckpts: Checkpoints,
   meta: dict,
@@ -269,7 +238,8 @@ def finish(
   step: int,
 ) -> dict[str, Any]:
   """Test metrics of the final and best checkpoints, results.json and the plots."""
-  task, tc, wd = p.task, p.config.train, p.workdir
+  r = p.run
+  task, tc, wd, steps = r.task, r.config.train, r.workdir, r.steps
 
   def test(model_state: Any, split: str = "test") -> dict[str, float]:
     return evaluate(
@@ -279,28 +249,26 @@ def finish(
   if final_val is None:  # resumed a run whose training had finished
     final_val = test(state["model"], "validation")
   final = {"step": step, "validation": final_val, "test": test(state["model"])}
-  best = meta["best"] or {"step": step, "metrics": final_val}
-  if best["step"] == step:
-    best_test = final["test"]
+  best_step = ckpts.best_step()
+  best = {"step": step, "metrics": final_val}
+  if best_step is not None and best_step != step:
+    best = {"step": best_step, "metrics": ckpts.metrics(best_step)}
+    best_test = test(ckpts.restore(best_step, model=steps.abstract(steps.model_shape))["model"])
   else:
-    r = ckpts.restore(best["step"], model=steps.abstract(steps.model_shape))
-    best_test = test(r["model"])
+    best_test = final["test"]
   ckpts.close()
   monitor.log(step, "test", final["test"])
-  params = state["model"]["params"]
   results = {
-    "task": p.config.task,
+    "task": r.config.task,
     "main_metric": task.main_metric,
     "final": final,
     "best": {"step": best["step"], "validation": best["metrics"], "test": best_test},
-    "params": int(sum(x.size for x in jax.tree.leaves(params))),
-    "flops_per_token": _flops_per_token(p.model, task.seq_len),
-    "seq_len": task.seq_len,
+    **r.costs(),
     "tokens_per_s": meta.get("tokens", 0) / max(meta.get("train_time_s", 0.0), 1e-9),
     "wall_time_s": meta.get("elapsed_s", 0.0),
     "devices": jax.device_count(),
     "processes": jax.process_count(),
-    "config_hash": rundir.config_hash(p.config_dict),
+    "config_hash": rundir.config_hash(r.plain),
     "versions": rundir.versions(),
   }
   if jax.process_index() == 0:
@@ -308,15 +276,6 @@ def finish(
     monitor.plot(task.main_metric)
   monitor.close()
   return results
-
-
-def _flops_per_token(model: nnx.Module, seq_len: int) -> float | None:
-  """Analytic forward FLOPs per token of the encoder at the task's length (None if a mixer
-  does not report them)."""
-  try:
-    return model.encoder.flops(seq_len) / seq_len
-  except (NotImplementedError, AttributeError):
-    return None
 
 
 def summary(results: dict[str, Any], workdir: Path | str) -> str:

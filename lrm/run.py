@@ -1,0 +1,191 @@
+"""One run: the task, model, optimizer, jitted steps and checkpoints of a config, built once.
+
+  run = Run.from_config(config, workdir)     # training: validated, nothing written yet
+  run = Run.from_workdir(workdir)            # evaluation and analysis: config.json + vocab.json
+  run.evaluate("test", "best")               # {"split", "checkpoint", "step", "metrics"}
+  model = run.load_model("best")             # a live nnx.Module (receptive field, kernels)
+  run.costs()                                # parameters and FLOPs, with explicit names
+
+The trainer (``lrm/train/loop.py``), ``scripts/evaluate.py``, the study and the analysis
+tools all go through this class, so a model is built the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+from flax import nnx
+from jax.sharding import Mesh
+
+from lrm import tasks
+from lrm.train import rundir, sharding
+from lrm.train.checkpoint import Checkpoints
+from lrm.train.evaluate import evaluate
+from lrm.train.optim import make_optimizer
+from lrm.train.step import DTYPES, Steps
+
+SECTIONS = ("task", "data", "model", "train", "optim", "seed")
+NO_EMBEDDING = ("embedding", "pos")  # token and position tables (not counted as compute)
+
+
+def build_task(config: Mapping[str, Any], vocab: dict | None = None) -> tasks.Task:
+  """The config's task, set up (data loaded or generated); ``vocab`` is a saved vocab.json."""
+  task = tasks.build({"name": config["task"], **config["data"]})
+  if vocab is not None and hasattr(task, "load_vocab"):
+    task.load_vocab(vocab)  # data-derived vocabularies are restored, not rebuilt
+  task.setup()
+  if vocab is not None and not hasattr(task, "load_vocab"):
+    if json.loads(json.dumps(task.vocab())) != vocab:
+      raise ValueError(
+        "the task's vocabulary differs from the run's vocab.json (data or code changed); "
+        "evaluate with the data and code version the run was trained with"
+      )
+  return task
+
+
+class Run:
+  """A config (plain JSON-able dict, with a ConfigDict view), its task and abstract model."""
+
+  def __init__(
+    self, config: Any, workdir: Path | str | None = None, *, vocab: dict | None = None
+  ) -> None:
+    self.plain: dict[str, Any] = rundir.config_to_dict(config)
+    missing = [s for s in SECTIONS if s not in self.plain]
+    if missing:
+      raise ValueError(
+        f"the config has no {', '.join(repr(s) for s in missing)} entry; build it on "
+        f"lrm.config.base_config()"
+      )
+    self.config = ml_collections.ConfigDict(self.plain)
+    self.workdir = None if workdir is None else Path(workdir)
+    self.task = build_task(self.plain, vocab)
+    self.model = nnx.eval_shape(self.build_model)  # checks every mixer spec, computes nothing
+
+  @classmethod
+  def from_config(cls, config: Any, workdir: Path | str) -> Run:
+    """A run to train: every check that can fail on bad input happens here, before writing."""
+    plain = rundir.config_to_dict(config)
+    tc = plain.get("train", {})
+    if "steps" in tc and tc["steps"] < 1:
+      raise ValueError(f"train.steps={tc['steps']} must be at least 1")
+    if tc.get("dtype", "float32") not in DTYPES:
+      raise ValueError(f"unknown train.dtype '{tc['dtype']}'; choose one of {', '.join(DTYPES)}")
+    run = cls(plain, workdir)
+    run.optimizer  # noqa: B018  validates the schedule and learning rate
+    sharding.check_batch_size("train.batch_size", run.config.train.batch_size, tc["grad_accum"])
+    sharding.check_batch_size("train.eval_batch_size", run.config.train.eval_batch_size)
+    return run
+
+  @classmethod
+  def from_workdir(cls, workdir: Path | str) -> Run:
+    """The run saved in ``workdir`` (its config.json and vocab.json), for evaluation."""
+    workdir = Path(workdir)
+    config = rundir.load_config(workdir)
+    vocab_path = workdir / "vocab.json"
+    vocab = rundir.read_json(vocab_path) if vocab_path.exists() else None
+    return cls(config, workdir, vocab=vocab)
+
+  # ---- what the run is made of -----------------------------------------------------------------
+  def build_model(self) -> nnx.Module:
+    """The model, initialised from the config's seed (params, dropout and random streams)."""
+    seed = int(self.plain["seed"])
+    rngs = nnx.Rngs(params=seed, dropout=seed + 1, random=seed + 2)
+    return self.task.build_model(self.plain["model"], rngs)
+
+  @functools.cached_property
+  def optimizer(self) -> tuple[Any, Any]:
+    """``(optax transform, learning-rate schedule)`` of the ``optim`` section."""
+    return make_optimizer(self.plain["optim"], int(self.plain["train"]["steps"]))
+
+  @functools.cached_property
+  def mesh(self) -> Mesh:
+    return sharding.make_mesh()
+
+  @functools.cached_property
+  def steps(self) -> Steps:
+    """The jitted train and eval steps (compiled on first use)."""
+    tx, schedule = self.optimizer
+    tc = self.config.train
+    return Steps(
+      self.task, self.model, tx, schedule, dtype=tc.dtype, grad_accum=tc.grad_accum, mesh=self.mesh
+    )
+
+  def checkpoints(self) -> Checkpoints:
+    """The run's checkpoint manager (close it when done)."""
+    if self.workdir is None:
+      raise ValueError("this run has no workdir, so it has no checkpoints")
+    return Checkpoints(
+      self.workdir / "checkpoints",
+      keep=self.config.train.keep_checkpoints,
+      metric=self.task.main_metric,
+      mode=self.task.main_mode,
+    )
+
+  # ---- restoring and evaluating ----------------------------------------------------------------
+  def restore(self, checkpoint: str = "best") -> tuple[int, dict[str, Any]]:
+    """``(step, model state)`` of ``checkpoint`` (best | latest | <step>) on this machine."""
+    ckpts = self.checkpoints()
+    try:
+      step = ckpts.resolve(checkpoint)
+      restored = ckpts.restore(step, model=self.steps.abstract(self.steps.model_shape))
+    finally:
+      ckpts.close()
+    return step, restored["model"]
+
+  def load_model(self, checkpoint: str = "best") -> nnx.Module:
+    """The trained model as a live ``nnx.Module`` in eval mode (for analysis)."""
+    _, state = self.restore(checkpoint)
+    return nnx.merge(self.steps.graph_eval, state["params"], state["rest"])
+
+  def evaluate(self, split: str = "test", checkpoint: str = "best") -> dict[str, Any]:
+    """Metrics of a saved checkpoint: ``{"split", "checkpoint", "step", "metrics"}``."""
+    if split not in tasks.SPLITS:
+      raise ValueError(f"unknown --split '{split}'; choose one of {', '.join(tasks.SPLITS)}")
+    sharding.check_batch_size("train.eval_batch_size", self.config.train.eval_batch_size)
+    step, state = self.restore(checkpoint)
+    metrics = evaluate(
+      self.steps,
+      state,
+      self.task.dataset(split),
+      batch_size=self.config.train.eval_batch_size,
+      split=split,
+    )
+    return {"split": split, "checkpoint": checkpoint, "step": step, "metrics": metrics}
+
+  # ---- cost ----------------------------------------------------------------------------------
+  def costs(self) -> dict[str, float | int]:
+    """Parameters and analytic FLOPs at the task's length, one vocabulary for every report.
+
+    ``encoder_forward_flops_per_token``: the blocks (mixers + MLPs), no embedding or head;
+    ``forward_flops_per_token``: the whole model (encoder + head) per input token;
+    ``train_flops_per_token``: forward + backward, 3x the forward (Kaplan et al. 2020).
+    A multiply-add is 2 FLOPs; embedding lookups cost none.
+    """
+    return model_costs(self.model, self.task.seq_len)
+
+
+def model_costs(model: nnx.Module, length: int) -> dict[str, float | int]:
+  """``Run.costs`` for any head model at sequence ``length``."""
+  params = nnx.state(model, nnx.Param)
+  total = embedding = 0
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    size = int(leaf.size)
+    total += size
+    if any(getattr(k, "key", None) in NO_EMBEDDING for k in path):
+      embedding += size
+  tokens = model.tokens_per_example(length)
+  forward = model.flops(length) / tokens
+  return {
+    "params": total,
+    "params_non_embedding": total - embedding,
+    "encoder_forward_flops_per_token": model.encoder.flops(length) / length,
+    "forward_flops_per_token": forward,
+    "train_flops_per_token": 3.0 * forward,
+    "seq_len": length,
+  }
