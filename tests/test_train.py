@@ -18,7 +18,7 @@ from flax import nnx
 from lrm import tasks
 from lrm.data.arrays import ArrayDataset
 from lrm.train import loop, optim, sharding
-from lrm.train.evaluate import build_model, evaluate
+from lrm.train.evaluate import evaluate
 from lrm.train.step import Steps
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,15 +65,19 @@ def test_weight_decay_skips_biases_norms_and_tables():
 
 
 def test_schedules_warm_up_then_decay():
+  """Every schedule starts at 0, rises linearly and peaks at exactly ``warmup_steps``."""
   base = dict(lr=1.0, warmup_steps=10, end_lr_ratio=0.1)
-  cos = optim.learning_rate({**base, "schedule": "cosine"}, total_steps=100)
-  rsqrt = optim.learning_rate({**base, "schedule": "rsqrt"}, total_steps=100)
-  const = optim.learning_rate({**base, "schedule": "constant"}, total_steps=100)
-  assert float(cos(0)) == 0.0 and float(cos(10)) == pytest.approx(1.0)
-  assert float(cos(100)) == pytest.approx(0.1)
-  assert float(rsqrt(5)) < float(rsqrt(9)) == pytest.approx(1.0)
-  assert float(rsqrt(39)) == pytest.approx(0.5)  # lr * sqrt(warmup / step), step = 40
-  assert float(const(50)) == pytest.approx(1.0)
+  kinds = ("cosine", "rsqrt", "constant")
+  sched = {k: optim.learning_rate({**base, "schedule": k}, total_steps=100) for k in kinds}
+  for k, f in sched.items():
+    values = [float(f(s)) for s in range(12)]
+    assert values[0] == 0.0 and values[5] == pytest.approx(0.5), k
+    assert values[10] == pytest.approx(1.0) and max(values) == values[10], k
+  assert float(sched["cosine"](100)) == pytest.approx(0.1)
+  assert float(sched["rsqrt"](40)) == pytest.approx(0.5)  # lr * sqrt(warmup / step)
+  assert float(sched["constant"](50)) == pytest.approx(1.0)
+  no_warmup = optim.learning_rate({**base, "schedule": "rsqrt", "warmup_steps": 0}, 100)
+  assert float(no_warmup(0)) == float(no_warmup(1)) == 1.0 and float(no_warmup(4)) == 0.5
   with pytest.raises(ValueError, match="optim.schedule"):
     optim.learning_rate({**base, "schedule": "linear"}, total_steps=100)
 
@@ -83,14 +87,14 @@ def test_schedules_warm_up_then_decay():
 def prepared(tiny_config, tmp_path_factory):
   _, cfg = load_config(tiny_config, "batch=8")
   p = loop.prepare(cfg, tmp_path_factory.mktemp("prep") / "w")
-  batches = p.task.dataset("train").train_batches(8, seed=0)
+  batches = p.run.task.dataset("train").train_batches(8, seed=0)
   return p, [next(batches) for _ in range(3)]
 
 
 def make_steps(p, **kw):
   opts = dict(dtype="float32", grad_accum=1) | kw
-  tx, schedule = optim.make_optimizer(p.config.optim, p.config.train.steps)
-  return Steps(p.task, p.model, tx, schedule, mesh=sharding.make_mesh(), **opts)
+  tx, schedule = p.run.optimizer
+  return Steps(p.run.task, p.run.model, tx, schedule, mesh=sharding.make_mesh(), **opts)
 
 
 def train(steps, state, batches):
@@ -104,7 +108,7 @@ def train(steps, state, batches):
 def full_batch_run(prepared):
   p, batches = prepared
   steps = make_steps(p)
-  state = steps.init_state(lambda: build_model(p.task, p.config_dict), batches[0])
+  state = steps.init_state(p.run.build_model, batches[0])
   init = jax.device_get(state)
   return steps, init, train(steps, state, batches)
 
@@ -147,7 +151,7 @@ def test_evaluation_covers_the_whole_split_once_and_reports_a_cap(prepared, full
   p, _ = prepared
   steps, init, _ = full_batch_run
   model_state = replicated_copy(steps, init["model"])
-  ds = p.task.dataset("validation")  # 48 rows
+  ds = p.run.task.dataset("validation")  # 48 rows
   notes: list[str] = []
   exact = evaluate(steps, model_state, ds, batch_size=8, note=notes.append)  # 6 full batches
   padded = evaluate(steps, model_state, ds, batch_size=32, note=notes.append)  # 32 + 16 padding
@@ -179,7 +183,10 @@ def test_run_directory_holds_everything(reference_run, tiny_config):
   res = json.loads((wd / "results.json").read_text())
   n_params = sum(v.size for v in read_params(wd, 12).values())
   assert res["params"] == n_params > 0
-  assert res["flops_per_token"] > 0 and res["tokens_per_s"] > 0 and res["wall_time_s"] > 0
+  assert res["forward_flops_per_token"] > res["encoder_forward_flops_per_token"] > 0
+  assert res["train_flops_per_token"] == pytest.approx(3 * res["forward_flops_per_token"])
+  assert res["params"] > res["params_non_embedding"] > 0
+  assert res["tokens_per_s"] > 0 and res["wall_time_s"] > 0
   assert {"jax", "flax", "optax", "orbax-checkpoint", "datasets", "python"} <= set(res["versions"])
   assert res["final"]["step"] == 12 and set(res["final"]) == {"step", "validation", "test"}
   best = res["best"]

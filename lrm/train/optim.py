@@ -21,10 +21,11 @@ NO_DECAY_NAMES = ("embedding", "pos")  # lookup tables (see the module docstring
 
 
 def learning_rate(optim: Mapping[str, Any], total_steps: int) -> optax.Schedule:
-  """Linear warm-up from 0 to ``lr`` over ``warmup_steps``, then the chosen decay.
+  """Linear warm-up from 0 at step 0 to exactly ``lr`` at ``warmup_steps``, then the decay.
 
   cosine: to ``lr * end_lr_ratio`` at ``total_steps``; rsqrt: ``lr * sqrt(warmup / step)``
-  (inverse square root, as in the original Transformer); constant: stays at ``lr``.
+  (inverse square root, as in the original Transformer); constant: stays at ``lr``. Every
+  schedule is optax's, with the same warm-up, so all three peak at the same step.
   """
   lr, warmup, kind = float(optim["lr"]), int(optim["warmup_steps"]), optim["schedule"]
   if kind not in SCHEDULES:
@@ -42,15 +43,14 @@ def learning_rate(optim: Mapping[str, Any], total_steps: int) -> optax.Schedule:
       decay_steps=max(total_steps, warmup + 1),  # includes the warm-up
       end_value=lr * float(optim["end_lr_ratio"]),
     )
-
-  def schedule(step: jax.Array) -> jax.Array:
-    step = jnp.asarray(step, jnp.float32)
-    ramp = jnp.minimum(1.0, (step + 1.0) / max(warmup, 1))  # step 0 already gets lr/warmup
-    if kind == "constant":
-      return lr * ramp
-    return lr * ramp * jnp.sqrt(max(warmup, 1) / jnp.maximum(step + 1.0, max(warmup, 1)))
-
-  return schedule
+  if kind == "constant":
+    decay = optax.constant_schedule(lr)
+  else:
+    w = max(warmup, 1)  # steps after the warm-up count from ``warmup`` (join_schedules)
+    decay = lambda t: lr * jnp.sqrt(w / jnp.maximum(t + warmup, w))  # noqa: E731
+  if warmup == 0:
+    return decay
+  return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), decay], [warmup])
 
 
 def decay_mask(params: Any) -> Any:
