@@ -20,13 +20,11 @@ import difflib
 import os
 import sys
 
-MALLOC_TUNABLES = (
-  "glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=4294967296:"
-  "glibc.malloc.trim_threshold=68719476736"
-)
+from lrm.train.malloc import TUNED_MALLOC
+
 if os.environ.get("LRM_MALLOC_TUNING") == "1" and "GLIBC_TUNABLES" not in os.environ:
   os.execve(
-    sys.executable, [sys.executable, *sys.argv], {**os.environ, "GLIBC_TUNABLES": MALLOC_TUNABLES}
+    sys.executable, [sys.executable, *sys.argv], {**os.environ, "GLIBC_TUNABLES": TUNED_MALLOC}
   )
 
 from absl import flags  # noqa: E402
