@@ -31,12 +31,21 @@ def _fmt(v: Any) -> str:
 
 
 class Monitor:
+  """Process 0's reporter. On a terminal, progress is a tqdm bar whose postfix holds the
+  latest metrics; otherwise (logs, CI, tests) one plain line per logging step."""
+
   def __init__(self, workdir: Path, *, total_steps: int, start_step: int, active: bool = True):
     self.workdir, self.total, self.active = workdir, total_steps, active
     self.path = workdir / "metrics.jsonl"
-    self.writer = None
+    self.writer = self.bar = None
     if not active:
       return
+    if sys.stdout.isatty():
+      from tqdm import tqdm
+
+      self.bar = tqdm(
+        total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, file=sys.stdout
+      )
     self._truncate(start_step)
     from tensorboardX import SummaryWriter  # imported lazily: only process 0 needs it
 
@@ -78,11 +87,19 @@ class Monitor:
       f"{k} {_fmt(v)}" for k, v in metrics.items() if k not in ("tokens_per_s", "lr", "step_s")
     )
     tps = metrics.get("tokens_per_s", float("nan"))
+    if self.bar is not None:  # tqdm shows the step, rate and time left itself
+      self.bar.update(step - self.bar.n)
+      self.bar.set_postfix_str(f"{shown} | {tps / 1e3:.1f}k tok/s", refresh=True)
+      return
     left = _fmt_time((self.total - step) * sec_per_step)
     print(f"step {step}/{self.total} | {shown} | {tps / 1e3:.1f}k tok/s | {left} left", flush=True)
 
   def message(self, text: str) -> None:
-    if self.active:
+    if not self.active:
+      return
+    if self.bar is not None:
+      self.bar.write(text, file=sys.stderr)
+    else:
       print(text, file=sys.stderr, flush=True)
 
   def records(self) -> list[dict[str, Any]]:
@@ -118,6 +135,9 @@ class Monitor:
     return out
 
   def close(self) -> None:
+    if self.bar is not None:
+      self.bar.close()
+      self.bar = None
     if self.writer is not None:
       self.writer.close()
 

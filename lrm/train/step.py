@@ -3,7 +3,8 @@
 The state is ``{"model": {"params", "rest"}, "train": {"opt", "step", "acc"}}`` (the same
 items a checkpoint holds). The model's structure (an ``nnx.GraphDef``, one per train/eval
 mode) is closed over, so each step is one ``jax.jit`` call on arrays, with the old state's
-buffers donated: the cheapest way to drive an NNX model (see API_NOTES (b)).
+buffers donated: the cheapest way to drive an NNX model (split once, merge inside jit, as
+Flax's NNX performance guide recommends).
 
 * Gradient accumulation: the batch of ``B`` rows is cut into ``A = grad_accum`` micro-batches
   of ``B/A`` rows (rows ``a, a+A, a+2A, ...``, so every device keeps working on each). Each
