@@ -15,7 +15,7 @@ from flax import nnx
 from lrm import tasks
 from lrm.data import bytes as tok
 from lrm.data import corpus
-from lrm.tasks.lm import pack
+from lrm.data.packing import pack
 
 ROOT = Path(__file__).resolve().parents[1]
 

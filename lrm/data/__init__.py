@@ -2,4 +2,9 @@
 
 from lrm.data.arrays import ArrayDataset
 
-__all__ = ["ArrayDataset"]
+
+class DataError(ValueError):
+  """Bad or missing data; the message names the file, line and problem."""
+
+
+__all__ = ["ArrayDataset", "DataError"]

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from lrm.data import DataError
 from lrm.data.cache import cache_root
-from lrm.tasks.base import DataError
 
 SPLIT_ALIASES = {
   "train": ("train",),

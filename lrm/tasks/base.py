@@ -26,15 +26,11 @@ import numpy as np
 from flax import nnx
 
 from lrm import heads
+from lrm.data import DataError as DataError  # the contract's error, defined with the data
 from lrm.data.arrays import ArrayDataset
 from lrm.model import Encoder
 
 SPLITS = ("train", "validation", "test")
-
-
-class DataError(ValueError):
-  """Bad or missing data; the message names the file, line and problem."""
-
 
 Sums = dict[str, tuple[jax.Array, jax.Array]]
 
