@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from lrm import tasks
+from lrm import heads, tasks
 from lrm.data import bytes as tok
 from lrm.data import corpus
 from lrm.data.packing import pack
@@ -165,8 +165,9 @@ def test_lm_small_config_trains_a_few_steps():
   cfg.model.update(dict(dim=32, depth=1))
   cfg.model.mixer = {"name": "local", "window": 4, "num_heads": 2}
   task = tasks.build({"name": cfg.task, **cfg.data.to_dict()})
-  assert task.causal and task.head == "lm" and task.main_mode == "min"
+  assert task.causal and task.main_mode == "min"
   model = task.build_model(cfg.model.to_dict(), nnx.Rngs(params=0, dropout=1))
+  assert isinstance(model, heads.LanguageModel)
   batch = next(task.dataset("train").train_batches(8, seed=0))
 
   losses, sums = sgd_steps(task, model, batch, lr=0.2)

@@ -159,4 +159,5 @@ def test_vocab_is_json_and_matches_options():
   t = tasks.build({"name": "recall", "vocab_size": 65})
   assert t.vocab() == {"size": 65, "blank": 0, "keys": [1, 32], "values": [33, 64]}
   s = tasks.build({"name": "selective_copy", "vocab_size": 12})
-  assert s.vocab()["content"] == [2, 11] and s.vocab_size == 12 and s.causal and s.head == "lm"
+  assert s.vocab()["content"] == [2, 11] and s.vocab_size == 12 and s.causal
+  assert isinstance(s, tasks.CausalTask)  # its head is a language-model head

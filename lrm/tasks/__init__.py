@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from lrm import registry
-from lrm.tasks.base import SPLITS, DataError, Task
+from lrm.data import DataError
+from lrm.tasks.base import SPLITS, CausalTask, Task
 
 
 def _import_all() -> None:
@@ -33,4 +34,4 @@ def build(spec: Mapping[str, Any]) -> Task:
   return registry.build("task", spec)
 
 
-__all__ = ["SPLITS", "DataError", "Task", "build", "names"]
+__all__ = ["SPLITS", "CausalTask", "DataError", "Task", "build", "names"]

@@ -5,7 +5,7 @@ The trainer never branches on the task. It calls, in order:
   task = lrm.tasks.build({"name": "listops", **config.data})   # options = data config
   task.setup()                     # load / generate data; raise DataError on bad input
   task.vocab()                     # JSON-able vocabulary, saved into the run directory
-  model = task.build_model(config.model, rngs)                 # Encoder + head
+  model = task.build_model(config.model, rngs)   # Encoder + task.build_head(...)
   task.dataset("train" | "validation" | "test") -> ArrayDataset
   loss, sums = task.loss(model, batch)                         # inside jit
   task.summarize(summed) -> {"accuracy": ..., ...}             # on host, after summing
@@ -14,6 +14,9 @@ The trainer never branches on the task. It calls, in order:
 over batches (and devices), and ``summarize`` turns totals into final metrics (accuracy,
 bits per byte, perplexity ...). Every batch carries ``valid [B]`` (False on the padding rows
 of a last eval batch); losses and sums must weight by it.
+
+Each task builds its own head (``build_head``): ``CausalTask`` a language-model head,
+``ClassificationTask`` (``classify.py``) a pooled classifier, retrieval a dual encoder.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -31,8 +35,14 @@ from lrm.data.arrays import ArrayDataset
 from lrm.model import Encoder
 
 SPLITS = ("train", "validation", "test")
+HEAD_OPTIONS = ("pool", "tie_embedding")  # ``model`` config keys that go to the head
 
 Sums = dict[str, tuple[jax.Array, jax.Array]]
+
+
+def length_mask(lengths: jax.Array, seq_len: int) -> jax.Array:
+  """``[B] -> [B, L]`` boolean mask, True on the first ``lengths[b]`` positions."""
+  return jnp.arange(seq_len)[None, :] < lengths[:, None]
 
 
 class Task:
@@ -41,7 +51,6 @@ class Task:
   causal: bool = False  # LM-style tasks need a causal encoder
   main_metric: str = "accuracy"  # what "best checkpoint" means
   main_mode: str = "max"  # "max" or "min"
-  head: str = "classify"  # "lm", "classify" or "dual"
   num_classes: int = 0
   seq_len: int = 0  # padded length of every sequence the model sees
 
@@ -65,16 +74,15 @@ class Task:
   def build_model(self, model_cfg: Mapping[str, Any], rngs: nnx.Rngs) -> nnx.Module:
     """Encoder + this task's head, from the ``model`` config section."""
     cfg = dict(model_cfg)
-    head_opts = {k: cfg.pop(k) for k in ("pool", "tie_embedding") if k in cfg}
+    head_opts = {k: cfg.pop(k) for k in HEAD_OPTIONS if k in cfg}
     enc = Encoder(
       vocab_size=self.vocab_size, causal=self.causal, max_len=self.seq_len, rngs=rngs, **cfg
     )
-    if self.head == "lm":
-      return heads.LanguageModel(
-        enc, self.vocab_size, tie=head_opts.get("tie_embedding", True), rngs=rngs
-      )
-    cls = heads.DualEncoder if self.head == "dual" else heads.Classifier
-    return cls(enc, self.num_classes, pool=head_opts.get("pool", "mean"), rngs=rngs)
+    return self.build_head(enc, head_opts, rngs)
+
+  def build_head(self, encoder: Encoder, options: Mapping[str, Any], rngs: nnx.Rngs) -> nnx.Module:
+    """The whole model: ``encoder`` inside this task's head; ``options`` ⊆ ``HEAD_OPTIONS``."""
+    raise NotImplementedError  # abstract
 
   # ---- training ----------------------------------------------------------------------------
   def loss(self, model: nnx.Module, batch: Mapping[str, jax.Array]) -> tuple[jax.Array, Sums]:
@@ -87,3 +95,13 @@ class Task:
   def num_tokens(self, batch: Mapping[str, np.ndarray]) -> int:
     """Real (unpadded) tokens in a batch, for throughput."""
     return int(sum(np.asarray(v).sum() for k, v in batch.items() if k.startswith("lengths")))
+
+
+class CausalTask(Task):
+  """A task with a causal encoder and a language-model head: logits ``[B, L, V]``."""
+
+  causal = True
+
+  def build_head(self, encoder: Encoder, options: Mapping[str, Any], rngs: nnx.Rngs) -> nnx.Module:
+    tie = options.get("tie_embedding", True)
+    return heads.LanguageModel(encoder, self.vocab_size, tie=tie, rngs=rngs)

@@ -31,16 +31,13 @@ from lrm.data.arrays import ArrayDataset
 from lrm.data.packing import pack_texts
 from lrm.data.tokenizer import Tokenizer
 from lrm.registry import register
-from lrm.tasks.base import SPLITS, DataError, Sums, Task
-from lrm.tasks.classify import length_mask
+from lrm.tasks.base import SPLITS, CausalTask, DataError, Sums, length_mask
 
 
 @register("task", "lm")
-class LanguageModelTask(Task):
+class LanguageModelTask(CausalTask):
   """Next-token prediction with a causal encoder and a (tied) LM head."""
 
-  causal = True
-  head = "lm"
   main_metric = "bits_per_byte"
   main_mode = "min"
 

@@ -28,8 +28,7 @@ from flax import nnx
 from lrm.data import recall_gen
 from lrm.data.arrays import ArrayDataset
 from lrm.registry import register
-from lrm.tasks.base import SPLITS, DataError, Sums, Task
-from lrm.tasks.classify import length_mask
+from lrm.tasks.base import SPLITS, CausalTask, DataError, Sums, length_mask
 
 
 def bucket_names(edges: Sequence[int]) -> list[str]:
@@ -53,11 +52,9 @@ def _check_buckets(task: str, edges: Sequence[int]) -> tuple[int, ...]:
   return out
 
 
-class PositionAnswerTask(Task):
+class PositionAnswerTask(CausalTask):
   """Shared base: per-position answers at weighted positions of a causal sequence."""
 
-  causal = True
-  head = "lm"
   main_metric = "accuracy"
   main_mode = "max"
   _name = ""

@@ -18,6 +18,7 @@ model is ``heads.DualEncoder`` (one shared encoder, no cross-attention between d
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from lrm import heads
 from lrm.data import bytes as tok
 from lrm.data.arrays import ArrayDataset
 from lrm.data.cache import generated
+from lrm.model import Encoder
 from lrm.registry import register
-from lrm.tasks.base import SPLITS, DataError, Sums, Task
-from lrm.tasks.classify import classification_sums, length_mask
+from lrm.tasks.base import SPLITS, DataError, length_mask
+from lrm.tasks.classify import ClassificationTask
 
 FILES = {"train": "train", "validation": "eval", "test": "test"}
 SUBDIRS = ("", "tsv_data", "lra_release/tsv_data", "lra_release/lra_release/tsv_data")
@@ -86,13 +89,10 @@ def read_tsv(f: Path, max_len: int = 0) -> tuple[list[bytes], list[bytes], np.nd
 
 
 @register("task", "retrieval")
-class RetrievalTask(Task):
+class RetrievalTask(ClassificationTask):
   """Byte-level document matching with a dual encoder (LRA Retrieval / AAN)."""
 
-  head = "dual"
   num_classes = 2
-  main_metric = "accuracy"
-  main_mode = "max"
   DEFAULT_SIZES = {"num_train": 4_000, "num_val": 500, "num_test": 500}
 
   def __init__(
@@ -142,15 +142,16 @@ class RetrievalTask(Task):
     self._data = data
     self._info = {"source": str(folder), "examples": {s: len(d) for s, d in data.items()}}
 
-  def loss(self, model: nnx.Module, batch: dict[str, jax.Array]) -> tuple[jax.Array, Sums]:
+  def build_head(self, encoder: Encoder, options: Mapping[str, Any], rngs: nnx.Rngs) -> nnx.Module:
+    pool = options.get("pool", "mean")
+    return heads.DualEncoder(encoder, self.num_classes, pool=pool, rngs=rngs)
+
+  def logits(self, model: nnx.Module, batch: Mapping[str, jax.Array]) -> jax.Array:
     t1 = batch["inputs1"].astype(jnp.int32)  # [B, L]
     t2 = batch["inputs2"].astype(jnp.int32)  # [B, L]
     m1 = length_mask(batch["lengths1"], t1.shape[1])  # [B, L]
     m2 = length_mask(batch["lengths2"], t2.shape[1])  # [B, L]
-    logits = model(t1, m1, t2, m2)  # [B, C]
-    sums = classification_sums(logits, batch["label"], batch["valid"])
-    total, n = sums["loss"]
-    return total / jnp.maximum(n, 1.0), sums
+    return model(t1, m1, t2, m2)  # [B, C]
 
   # ---- offline generator ---------------------------------------------------------------------
   @classmethod
