@@ -1,23 +1,36 @@
-"""Sequence classification: the shared loss and head (ListOps, Text, Image, Retrieval, ...).
+"""Sequence classification: the shared loss, head and data plumbing (ListOps, Text, Image, ...).
 
 ``ClassificationTask`` computes cross-entropy and accuracy from ``logits(model, batch)``, an
 overridable hook (retrieval's dual encoder reads two documents there), and builds a pooled
 ``heads.Classifier`` through ``build_head``.
+
+``TableTask`` is the base of the tasks whose data is a set of split files: the official
+release when ``path`` is given, otherwise the same format generated once by the task's
+``generate`` (cached by ``lrm.data.cache``). A subclass reads one source in ``read`` and
+declares, in ``validation_fallback``, how a source without a validation split gets one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
 from lrm import heads
+from lrm.data import DataError
+from lrm.data.arrays import ArrayDataset
+from lrm.data.cache import generated
+from lrm.data.tables import holdout_split
 from lrm.model import Encoder
-from lrm.tasks.base import Sums, Task, length_mask
+from lrm.tasks.base import SPLITS, Sums, Task, length_mask
+
+Splits = dict[str, dict[str, np.ndarray]]  # split -> columns ({"inputs": [N, L], ...})
 
 
 def classification_sums(logits: jax.Array, labels: jax.Array, valid: jax.Array) -> Sums:
@@ -49,3 +62,79 @@ class ClassificationTask(Task):
     sums = classification_sums(self.logits(model, batch), batch["label"], batch["valid"])
     total, n = sums["loss"]
     return total / jnp.maximum(n, 1.0), sums
+
+
+class TableTask(ClassificationTask):
+  """Classification data read from split files, or generated in their format (``path=""``).
+
+  Subclasses implement ``read(source) -> {split: columns}`` and the classmethod
+  ``generate(out, **gen_options)``, and call ``__init__`` with their generator's options
+  (which name the cache folder, so equal options reuse it). ``read`` may record facts about
+  the source in ``self._info``; it is saved with the run as ``vocab()["data"]``.
+  """
+
+  # How a source without a validation split gets one: "" (the source must have it), "test"
+  # (use the test split, as LRA Text does for IMDB) or "train_tail" (the last 10% of train,
+  # as LRA Image does for CIFAR-10). ``holdout > 0`` holds out that many train rows instead.
+  validation_fallback: str = ""
+  holdout: int = 0
+  gen_format: int = 0  # > 0: part of the cache key, raised when a generator's output changes
+
+  def __init__(self, *, path: str, seq_len: int, gen_options: Mapping[str, Any]):
+    if not path and min(gen_options[f"num_{s}"] for s in ("train", "val", "test")) < 1:
+      raise DataError(
+        f"{self.registered_name}: num_train, num_val and num_test must each be at least 1"
+      )
+    self.path, self.seq_len, self.seed = path, seq_len, gen_options["seed"]
+    self.gen_options = dict(gen_options)
+    self._data: dict[str, ArrayDataset] = {}
+    self._info: dict[str, Any] = {}
+
+  @classmethod
+  def generate(cls, out: Path, **gen_options: Any) -> list[Path]:
+    """Write generated data to ``out`` in the source's official format; return the files."""
+    raise NotImplementedError  # abstract
+
+  def read(self, source: str) -> Splits:
+    """Every split found in ``source`` (``path``, or the generated folder) as columns."""
+    raise NotImplementedError  # abstract
+
+  def setup(self) -> None:
+    if self._data:
+      return
+    source = self.path
+    if not source:
+      key = {"format": self.gen_format} if self.gen_format else {}
+      write = lambda d: self.generate(d, **self.gen_options)  # noqa: E731
+      source = str(generated(self.registered_name, {**key, **self.gen_options}, write))
+    self._info = {"source": self.path or "generated"}
+    splits = self.read(source)
+    for split in ("train", "test") if self.validation_fallback else SPLITS:
+      if split not in splits:
+        raise DataError(f"{source}: no {split} split found (it has {', '.join(sorted(splits))})")
+    if self.validation_fallback:
+      self._info["validation"] = self.fill_validation(splits, source)
+    self._data = {s: ArrayDataset(splits[s]) for s in SPLITS}
+    self._info["examples"] = {s: len(self._data[s]) for s in SPLITS}
+
+  def fill_validation(self, splits: Splits, source: str) -> str:
+    """Give ``splits`` a validation split if it has none; return the rule used."""
+    if "validation" in splits:
+      return "source validation split"
+    train = splits["train"]
+    n = len(train["label"])
+    if self.holdout:  # a fixed seeded choice of train rows
+      keep, held = holdout_split(n, self.holdout, source)
+      rule = f"{self.holdout} held-out train examples"
+    elif self.validation_fallback == "test":
+      splits["validation"] = splits["test"]
+      return "the test split (LRA protocol)"
+    else:  # "train_tail": LRA's train[:90%] / train[90%:]
+      cut = round(0.9 * n)
+      if cut in (0, n):
+        raise DataError(f"{source}: too few train examples ({n}) to hold out 10%")
+      keep, held = slice(0, cut), slice(cut, n)
+      rule = "last 10% of train (LRA train[90%:])"
+    splits["train"] = {k: v[keep] for k, v in train.items()}
+    splits["validation"] = {k: v[held] for k, v in train.items()}
+    return rule

@@ -28,12 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from lrm.data.arrays import ArrayDataset
-from lrm.data.cache import generated
+from lrm.data import DataError
 from lrm.data.tables import Table, checked_labels, open_splits, require_columns
 from lrm.registry import register
-from lrm.tasks.base import SPLITS, DataError
-from lrm.tasks.classify import ClassificationTask
+from lrm.tasks.classify import Splits, TableTask
 
 GENERATED_CLASSES = tuple(f"orientation_{18 * k:03d}deg" for k in range(10))
 GRAY_WEIGHTS = np.asarray([0.2989, 0.5870, 0.1140], np.float32)
@@ -72,10 +70,11 @@ def decode_images(table: Table, column: str, size: int) -> np.ndarray:
 
 
 @register("task", "image")
-class ImageTask(ClassificationTask):
+class ImageTask(TableTask):
   """Sequential grayscale CIFAR-10 (LRA Image)."""
 
   num_classes = 10
+  validation_fallback = "train_tail"
   DEFAULT_SIZES = {"num_train": 4_500, "num_val": 500, "num_test": 1_000}
 
   def __init__(
@@ -91,13 +90,10 @@ class ImageTask(ClassificationTask):
   ):
     if image_size < 1:
       raise DataError(f"image: image_size must be at least 1, got {image_size}")
-    if min(num_train, num_val, num_test) < 1:
-      raise DataError("image: num_train, num_val and num_test must each be at least 1")
-    self.path, self.image_size, self.image_column, self.seed = path, image_size, image_column, seed
-    self.sizes = {"num_train": num_train, "num_val": num_val, "num_test": num_test}
-    self.seq_len = image_size * image_size
-    self._data: dict[str, ArrayDataset] = {}
-    self._info: dict[str, Any] = {}
+    self.image_size, self.image_column = image_size, image_column
+    sizes = {"num_train": num_train, "num_val": num_val, "num_test": num_test}
+    gen = {"seed": seed, **sizes, "image_size": image_size}
+    super().__init__(path=path, seq_len=image_size * image_size, gen_options=gen)
 
   @property
   def vocab_size(self) -> int:
@@ -112,46 +108,22 @@ class ImageTask(ClassificationTask):
       "data": self._info,
     }
 
-  def setup(self) -> None:
-    if self._data:
-      return
-    path = self.path
-    if not path:
-      params = {"seed": self.seed, **self.sizes, "image_size": self.image_size}
-      path = str(generated("image", params, lambda d: self.generate(d, **params)))
-    tables = open_splits(path, what="image")
-    if "test" not in tables:
-      raise DataError(f"{path}: no test split found (expected a 'test' split)")
-    cols = {}
-    classes = None
-    for split, table in tables.items():
+  def read(self, source: str) -> Splits:
+    splits, classes = {}, None
+    for split, table in open_splits(source, what="image").items():
       require_columns(table, (self.image_column, "label"))
       feature = table.rows.features.get("label")
       classes = getattr(feature, "names", None) or classes
       labels = checked_labels(table, self.num_classes)
       pixels = lra_grayscale(decode_images(table, self.image_column, self.image_size))
       n = len(labels)
-      cols[split] = {
+      splits[split] = {
         "inputs": pixels.reshape(n, self.seq_len),  # [N, H*W] row-major
         "lengths": np.full(n, self.seq_len, np.int32),
         "label": labels,
       }
-    val_rule = "source validation split"
-    if "validation" not in cols:  # LRA: train[:90%] / train[90%:]
-      train = cols["train"]
-      cut = round(0.9 * len(train["label"]))
-      if cut in (0, len(train["label"])):
-        raise DataError(f"{path}: too few train images ({len(train['label'])}) to hold out 10%")
-      cols["train"] = {k: v[:cut] for k, v in train.items()}
-      cols["validation"] = {k: v[cut:] for k, v in train.items()}
-      val_rule = "last 10% of train (LRA train[90%:])"
-    self._data = {s: ArrayDataset(cols[s]) for s in SPLITS}
-    self._info = {
-      "source": self.path or "generated",
-      "validation": val_rule,
-      "classes": classes,
-      "examples": {s: len(self._data[s]) for s in SPLITS},
-    }
+    self._info["classes"] = classes
+    return splits
 
   # ---- offline generator ---------------------------------------------------------------------
   @classmethod

@@ -29,12 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from lrm.data import listops_gen
-from lrm.data.arrays import ArrayDataset
-from lrm.data.cache import generated
+from lrm.data import DataError, listops_gen
 from lrm.registry import register
-from lrm.tasks.base import SPLITS, DataError
-from lrm.tasks.classify import ClassificationTask
+from lrm.tasks.classify import Splits, TableTask
 
 TOKENS = ("<pad>", *sorted([str(d) for d in range(10)] + ["X", *listops_gen.OPERATORS]))
 TOKEN_ID = {t: i for i, t in enumerate(TOKENS) if i > 0}  # <pad> never comes from text
@@ -155,10 +152,11 @@ def read_folder(path: Path) -> dict[str, tuple[list[np.ndarray], list[int]]]:
 
 
 @register("task", "listops")
-class ListOps(ClassificationTask):
+class ListOps(TableTask):
   """Ten-way classification of ListOps expressions (LRA)."""
 
   num_classes = 10
+  gen_format = 1
 
   def __init__(
     self,
@@ -175,15 +173,8 @@ class ListOps(ClassificationTask):
   ):
     if max_len < 1:
       raise DataError(f"listops: max_len must be at least 1, got {max_len}")
-    if not path:
-      if min(num_train, num_val, num_test) < 1:
-        raise DataError("listops: num_train, num_val and num_test must each be at least 1")
-      try:
-        listops_gen.check_options(min_len, max_len, max_depth, max_args)
-      except ValueError as e:
-        raise DataError(f"listops: {e}") from None
-    self.path, self.max_len, self.seq_len = path, max_len, max_len
-    self.gen_options = dict(
+    self.max_len = max_len
+    gen = dict(
       seed=seed,
       num_train=num_train,
       num_val=num_val,
@@ -193,8 +184,12 @@ class ListOps(ClassificationTask):
       max_depth=max_depth,
       max_args=max_args,
     )
-    self._data: dict[str, ArrayDataset] = {}
-    self._info: dict[str, Any] = {}
+    super().__init__(path=path, seq_len=max_len, gen_options=gen)
+    if not path:
+      try:
+        listops_gen.check_options(min_len, max_len, max_depth, max_args)
+      except ValueError as e:
+        raise DataError(f"listops: {e}") from None
 
   @property
   def vocab_size(self) -> int:
@@ -203,31 +198,22 @@ class ListOps(ClassificationTask):
   def vocab(self) -> dict[str, Any]:
     return {"kind": "listops", "tokens": list(TOKENS), "pad_id": 0, "data": self._info}
 
-  def setup(self) -> None:
-    if self._data:
-      return
-    if self.path:
-      folder = Path(self.path).expanduser()
-      if not folder.is_dir():
-        raise DataError(f"{folder}: ListOps data folder not found; fix data.path")
-    else:
-      params = {"format": 1, **self.gen_options}
-      folder = generated("listops", params, lambda d: self.generate(d, **self.gen_options))
-    truncated = {}
+  def read(self, source: str) -> Splits:
+    folder = Path(source).expanduser()
+    if not folder.is_dir():
+      raise DataError(f"{folder}: ListOps data folder not found; fix data.path")
+    splits, truncated = {}, {}
     for split, (rows, labels) in read_folder(folder).items():
-      cols, truncated[split] = pack(rows, labels, self.max_len)
+      splits[split], truncated[split] = pack(rows, labels, self.max_len)
       if truncated[split]:
         print(
           f"[lrm] listops {split}: {truncated[split]}/{len(rows)} examples truncated to "
           f"max_len={self.max_len} tokens"
         )
-      self._data[split] = ArrayDataset(cols)
-    self._info = {
-      "source": self.path or f"generated ({folder})",
-      "examples": {s: len(self._data[s]) for s in SPLITS},
-      "truncated": truncated,
-      "max_len": self.max_len,
-    }
+    self._info.update(
+      source=self.path or f"generated ({folder})", truncated=truncated, max_len=self.max_len
+    )
+    return splits
 
   @classmethod
   def generate(

@@ -35,12 +35,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from lrm.data import pathfinder_gen
-from lrm.data.arrays import ArrayDataset
-from lrm.data.cache import generated
+from lrm.data import DataError, pathfinder_gen
 from lrm.registry import register
-from lrm.tasks.base import SPLITS, DataError
-from lrm.tasks.classify import ClassificationTask
+from lrm.tasks.base import SPLITS
+from lrm.tasks.classify import Splits, TableTask
 
 PARENTS = ("", "lra_release", "lra_release/lra_release")
 Entry = tuple[Path, int, str]  # (image file, label, "metadata file line n")
@@ -123,11 +121,12 @@ def read_images(entries: list[Entry], size: int) -> tuple[dict[str, np.ndarray],
 
 
 @register("task", "pathfinder")
-class Pathfinder(ClassificationTask):
+class Pathfinder(TableTask):
   """Binary classification of Pathfinder images as pixel sequences."""
 
   num_classes = 2
   image_size = 32
+  gen_format = 1
 
   def __init__(
     self,
@@ -139,19 +138,15 @@ class Pathfinder(ClassificationTask):
     num_test: int = 200,
     seed: int = 0,
   ):
-    name = self.registered_name
     if difficulty not in pathfinder_gen.DIFFICULTIES:
       raise DataError(
-        f"{name}: unknown difficulty '{difficulty}'; choose one of "
+        f"{self.registered_name}: unknown difficulty '{difficulty}'; choose one of "
         f"{', '.join(pathfinder_gen.DIFFICULTIES)}"
       )
-    if not path and min(num_train, num_val, num_test) < 1:
-      raise DataError(f"{name}: num_train, num_val and num_test must each be at least 1")
-    self.path, self.difficulty, self.seed = path, difficulty, seed
-    self.sizes = (num_train, num_val, num_test)
-    self.seq_len = self.image_size**2
-    self._data: dict[str, ArrayDataset] = {}
-    self._info: dict[str, Any] = {}
+    self.difficulty = difficulty
+    sizes = {"num_train": num_train, "num_val": num_val, "num_test": num_test}
+    gen = {**sizes, "seed": seed, "difficulty": difficulty}
+    super().__init__(path=path, seq_len=self.image_size**2, gen_options=gen)
 
   @property
   def vocab_size(self) -> int:
@@ -160,46 +155,36 @@ class Pathfinder(ClassificationTask):
   def vocab(self) -> dict[str, Any]:
     return {"kind": "pixels", "image_size": self.image_size, "pad_id": None, "data": self._info}
 
-  def setup(self) -> None:
-    if self._data:
-      return
-    if self.path:
-      root = find_difficulty_dir(Path(self.path).expanduser(), self.image_size, self.difficulty)
-    else:
-      opts = dict(zip(("num_train", "num_val", "num_test"), self.sizes, strict=True))
-      opts.update(seed=self.seed, difficulty=self.difficulty)
-      folder = generated(
-        self.registered_name, {"format": 1, **opts}, lambda d: self.generate(d, **opts)
-      )
-      root = find_difficulty_dir(folder, self.image_size, self.difficulty)
+  def read(self, source: str) -> Splits:
+    root = find_difficulty_dir(Path(source).expanduser(), self.image_size, self.difficulty)
     entries = read_index(root)
     n = len(entries)
     if self.path:
       cuts = (int(round(0.8 * n)), int(round(0.9 * n)))  # LRA's 80/10/10
     else:
-      if n != sum(self.sizes):
-        raise DataError(f"{root}: {n} images listed, expected {sum(self.sizes)}; delete it")
-      cuts = (self.sizes[0], self.sizes[0] + self.sizes[1])
+      sizes = [self.gen_options[f"num_{s}"] for s in ("train", "val", "test")]
+      if n != sum(sizes):
+        raise DataError(f"{root}: {n} images listed, expected {sum(sizes)}; delete it")
+      cuts = (sizes[0], sizes[0] + sizes[1])
     bounds = dict(zip(SPLITS, zip((0, *cuts), (*cuts, n), strict=True), strict=True))
-    empty = {}
+    splits, empty = {}, {}
     for split, (lo, hi) in bounds.items():
-      cols, empty[split] = read_images(entries[lo:hi], self.image_size)
-      if not len(cols["label"]):
+      splits[split], empty[split] = read_images(entries[lo:hi], self.image_size)
+      if not len(splits[split]["label"]):
         raise DataError(f"{root}: the {split} split is empty ({n} images listed in all)")
-      self._data[split] = ArrayDataset(cols)
     skipped = [f for s in SPLITS for f in empty[s]]
     if skipped:
       warnings.warn(
         f"{self.registered_name}: skipped {len(skipped)} empty image file(s), e.g. {skipped[0]} "
         f"(a known defect of the LRA release)",
-        stacklevel=2,
+        stacklevel=3,  # the caller of setup()
       )
-    self._info = {
-      "source": str(root),
-      "split": "80/10/10 of the index order" if self.path else "generated counts",
-      "examples": {s: len(self._data[s]) for s in SPLITS},
-      "skipped_empty": {s: len(empty[s]) for s in SPLITS},
-    }
+    self._info.update(
+      source=str(root),
+      split="80/10/10 of the index order" if self.path else "generated counts",
+      skipped_empty={s: len(empty[s]) for s in SPLITS},
+    )
+    return splits
 
   @classmethod
   def generate(

@@ -28,13 +28,12 @@ import numpy as np
 from flax import nnx
 
 from lrm import heads
+from lrm.data import DataError
 from lrm.data import bytes as tok
-from lrm.data.arrays import ArrayDataset
-from lrm.data.cache import generated
 from lrm.model import Encoder
 from lrm.registry import register
-from lrm.tasks.base import SPLITS, DataError, length_mask
-from lrm.tasks.classify import ClassificationTask
+from lrm.tasks.base import SPLITS, length_mask
+from lrm.tasks.classify import Splits, TableTask
 
 FILES = {"train": "train", "validation": "eval", "test": "test"}
 SUBDIRS = ("", "tsv_data", "lra_release/tsv_data", "lra_release/lra_release/tsv_data")
@@ -89,7 +88,7 @@ def read_tsv(f: Path, max_len: int = 0) -> tuple[list[bytes], list[bytes], np.nd
 
 
 @register("task", "retrieval")
-class RetrievalTask(ClassificationTask):
+class RetrievalTask(TableTask):
   """Byte-level document matching with a dual encoder (LRA Retrieval / AAN)."""
 
   num_classes = 2
@@ -107,13 +106,10 @@ class RetrievalTask(ClassificationTask):
   ):
     if max_len < 1:
       raise DataError(f"retrieval: max_len must be at least 1, got {max_len}")
-    if min(num_train, num_val, num_test) < 1:
-      raise DataError("retrieval: num_train, num_val and num_test must each be at least 1")
-    self.path, self.max_len, self.seed = path, max_len, seed
-    self.sizes = {"num_train": num_train, "num_val": num_val, "num_test": num_test}
-    self.seq_len = max_len
-    self._data: dict[str, ArrayDataset] = {}
-    self._info: dict[str, Any] = {}
+    self.max_len = max_len
+    sizes = {"num_train": num_train, "num_val": num_val, "num_test": num_test}
+    gen = {"seed": seed, **sizes, "doc_len": max_len}
+    super().__init__(path=path, seq_len=max_len, gen_options=gen)
 
   @property
   def vocab_size(self) -> int:
@@ -122,25 +118,17 @@ class RetrievalTask(ClassificationTask):
   def vocab(self) -> dict[str, Any]:
     return {**tok.vocab(), "max_len": self.max_len, "data": self._info}
 
-  def setup(self) -> None:
-    if self._data:
-      return
-    if self.path:
-      folder = find_folder(self.path)
-    else:
-      params = {"seed": self.seed, **self.sizes, "doc_len": self.max_len}
-      folder = generated("retrieval", params, lambda d: self.generate(d, **params))
-    data = {}
+  def read(self, source: str) -> Splits:
+    folder = find_folder(source)
+    self._info["source"] = str(folder)
+    splits = {}
     for split in SPLITS:
       t1, t2, labels, cut = read_tsv(folder / file_name(split), self.max_len)
       ids1, len1, _ = tok.encode_padded(t1, self.max_len)
       ids2, len2, _ = tok.encode_padded(t2, self.max_len)
       tok.report_truncation(f"retrieval {split} documents", cut, 2 * len(labels), self.max_len)
-      data[split] = ArrayDataset(
-        {"inputs1": ids1, "lengths1": len1, "inputs2": ids2, "lengths2": len2, "label": labels}
-      )
-    self._data = data
-    self._info = {"source": str(folder), "examples": {s: len(d) for s, d in data.items()}}
+      splits[split] = dict(inputs1=ids1, lengths1=len1, inputs2=ids2, lengths2=len2, label=labels)
+    return splits
 
   def build_head(self, encoder: Encoder, options: Mapping[str, Any], rngs: nnx.Rngs) -> nnx.Module:
     pool = options.get("pool", "mean")

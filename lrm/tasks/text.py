@@ -27,27 +27,20 @@ from typing import Any
 
 import numpy as np
 
+from lrm.data import DataError
 from lrm.data import bytes as tok
-from lrm.data.arrays import ArrayDataset
-from lrm.data.cache import generated
-from lrm.data.tables import (
-  checked_labels,
-  checked_texts,
-  holdout_split,
-  open_splits,
-  require_columns,
-)
+from lrm.data.tables import checked_labels, checked_texts, open_splits, require_columns
 from lrm.registry import register
-from lrm.tasks.base import SPLITS, DataError
-from lrm.tasks.classify import ClassificationTask
+from lrm.tasks.classify import Splits, TableTask
 
 
 # ---- the task ------------------------------------------------------------------------------
 @register("task", "text")
-class TextTask(ClassificationTask):
+class TextTask(TableTask):
   """Byte-level binary sentiment classification (LRA Text)."""
 
   num_classes = 2
+  validation_fallback = "test"
   DEFAULT_SIZES = {"num_train": 10_000, "num_val": 1_000, "num_test": 1_000}
 
   def __init__(
@@ -63,13 +56,10 @@ class TextTask(ClassificationTask):
   ):
     if max_len < 1:
       raise DataError(f"text: max_len must be at least 1, got {max_len}")
-    if min(num_train, num_val, num_test) < 1:
-      raise DataError("text: num_train, num_val and num_test must each be at least 1")
-    self.path, self.max_len, self.holdout, self.seed = path, max_len, holdout, seed
-    self.sizes = {"num_train": num_train, "num_val": num_val, "num_test": num_test}
-    self.seq_len = max_len
-    self._data: dict[str, ArrayDataset] = {}
-    self._info: dict[str, Any] = {}
+    self.max_len, self.holdout = max_len, holdout
+    sizes = {"num_train": num_train, "num_val": num_val, "num_test": num_test}
+    gen = {"seed": seed, **sizes, "doc_len": max_len}
+    super().__init__(path=path, seq_len=max_len, gen_options=gen)
 
   @property
   def vocab_size(self) -> int:
@@ -78,40 +68,15 @@ class TextTask(ClassificationTask):
   def vocab(self) -> dict[str, Any]:
     return {**tok.vocab(), "max_len": self.max_len, "data": self._info}
 
-  def setup(self) -> None:
-    if self._data:
-      return
-    path = self.path
-    if not path:
-      params = {"seed": self.seed, **self.sizes, "doc_len": self.max_len}
-      path = str(generated("text", params, lambda d: self.generate(d, **params)))
-    tables = open_splits(path, what="text")
-    if "test" not in tables:
-      raise DataError(f"{path}: no test split found (expected a 'test' split or test.jsonl)")
-    cols = {}
-    for split, table in tables.items():
+  def read(self, source: str) -> Splits:
+    splits = {}
+    for split, table in open_splits(source, what="text").items():
       require_columns(table, ("text", "label"))
       texts, labels = checked_texts(table), checked_labels(table, self.num_classes)
       ids, lengths, cut = tok.encode_padded(texts, self.max_len)
       tok.report_truncation(f"text {split}", cut, len(texts), self.max_len)
-      cols[split] = {"inputs": ids, "lengths": lengths, "label": labels}
-    val_rule = "source validation split"
-    if "validation" not in cols:
-      if self.holdout:
-        keep, held = holdout_split(len(cols["train"]["label"]), self.holdout, path)
-        train = cols["train"]
-        cols["train"] = {k: v[keep] for k, v in train.items()}
-        cols["validation"] = {k: v[held] for k, v in train.items()}
-        val_rule = f"{self.holdout} held-out train examples"
-      else:
-        cols["validation"] = cols["test"]
-        val_rule = "the test split (LRA protocol)"
-    self._data = {s: ArrayDataset(cols[s]) for s in SPLITS}
-    self._info = {
-      "source": self.path or "generated",
-      "validation": val_rule,
-      "examples": {s: len(self._data[s]) for s in SPLITS},
-    }
+      splits[split] = {"inputs": ids, "lengths": lengths, "label": labels}
+    return splits
 
   # ---- offline generator ---------------------------------------------------------------------
   @classmethod
