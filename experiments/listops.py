@@ -12,14 +12,16 @@ generated offline by LRA's rules (``size=full``: LRA's 96k/2k/2k, lengths 500-20
 minute to generate once); ``scripts/prepare_data.py --task=listops --out=DIR`` writes the same
 TSVs to a folder.
 
-``full`` = LRA's ListOps setting as in LRA_NOTES section 5: 4 layers, width 512, 8 heads, MLP
-1024, dropout 0.1, sinusoidal positions, max_len 2000, batch 32, 5000 steps, eval every 50,
-Adam(0.9, 0.98), weight decay 0.1, ``0.05 * linear_warmup * rsqrt_decay`` with 1000 warm-up
-steps, i.e. a peak of 0.05 / sqrt(1000) = 1.58e-3 (our rsqrt schedule's ``lr`` is the peak), no
-gradient clipping, validation on 20 batches of 32 (LRA's ``num_eval_steps``; the test split is
-evaluated whole). Differences: mean pooling instead of LRA's CLS token (our ``cls`` pool reads
-token 0 with no extra token, which a windowed mixer would only see through depth x window
-tokens); LRA's ``base_listops_config.py`` in the repository reads 6 layers and MLP 2048.
+``full`` = LRA's ListOps setting (Tay et al. 2021, "Long Range Arena", ICLR; google-research/
+long-range-arena ``lra_benchmarks/listops/configs/base_listops_config.py``): 4 layers, width
+512, 8 heads, MLP 1024, dropout 0.1, sinusoidal positions, max_len 2000, batch 32, 5000 steps,
+eval every 50, Adam(0.9, 0.98), weight decay 0.1, ``0.05 * linear_warmup * rsqrt_decay`` with
+1000 warm-up steps, i.e. a peak of 0.05 / sqrt(1000) = 1.58e-3 (our rsqrt schedule's ``lr`` is
+the peak), no gradient clipping, validation on 20 batches of 32 (LRA's ``num_eval_steps``; the
+test split is evaluated whole). Differences: mean pooling instead of LRA's CLS token (our
+``cls`` pool reads token 0 with no extra token, which a windowed mixer would only see through
+depth x window tokens); LRA's ``base_listops_config.py`` in the repository reads 6 layers and
+MLP 2048.
 
 ``small`` = a few CPU minutes: 2000/200/200 expressions of 64-256 tokens, width 64, 2 layers.
 """

@@ -17,11 +17,14 @@ With ``data.path`` empty the images are generated offline (``size=full``: LRA's 
 several minutes once); ``scripts/prepare_data.py --task=pathfinder --out=DIR`` writes the same
 files in the release layout.
 
-``full`` = LRA's Pathfinder-32 setting as in LRA_NOTES section 5: 4 layers, width 32, 4 heads,
-MLP 32, mean pooling, dropout 0.2, sinusoidal positions, batch 512, 62,400 steps (200 epochs of
-312), Adam(0.9, 0.98) lr 1e-3 with cosine decay and 312 warm-up steps, no weight decay, no
-clipping. Differences: no separate attention dropout; qkv width = model width (LRA: 16). The
-repository's ``pathfinder32/transformer_base.py`` reads 1 layer, width 128, MLP 128 instead.
+``full`` = LRA's Pathfinder-32 setting (Tay et al. 2021, "Long Range Arena", ICLR;
+google-research/long-range-arena
+``lra_benchmarks/image/configs/pathfinder32/base_pathfinder32_config.py``): 4 layers, width 32,
+4 heads, MLP 32, mean pooling, dropout 0.2, sinusoidal positions, batch 512, 62,400 steps (200
+epochs of 312), Adam(0.9, 0.98) lr 1e-3 with cosine decay and 312 warm-up steps, no weight
+decay, no clipping. Differences: no separate attention dropout; qkv width = model width (LRA:
+16). The repository's ``pathfinder32/transformer_base.py`` reads 1 layer, width 128, MLP 128
+instead.
 
 ``small`` = a few CPU minutes: 2000/200/200 generated images, width 32, 2 layers, 300 steps.
 """

@@ -14,11 +14,12 @@ pixels in memory); ``scripts/prepare_data.py --task=pathx --out=DIR`` writes the
 Dense ``global`` attention at this length needs L^2 = 268M scores per head and example: use it
 on an accelerator only.
 
-``full`` = LRA's Path-X setting as in LRA_NOTES section 5 (``pathfinder128`` configs): 1 layer,
-width 32, 2 heads, MLP 32, mean pooling, dropout 0.1, learned positions, batch 64, 200 epochs
-of 2500 steps (500k steps), Adam(0.9, 0.98) lr 1e-3 with cosine decay and one epoch of warm-up,
-no weight decay, gradient clipping at 1.0. Differences: no separate attention dropout; qkv
-width = model width (LRA: 16).
+``full`` = LRA's Path-X setting (Tay et al. 2021, "Long Range Arena", ICLR; google-research/
+long-range-arena ``lra_benchmarks/image/configs/pathfinder128/base_pathfinder128_config.py``):
+1 layer, width 32, 2 heads, MLP 32, mean pooling, dropout 0.1, learned positions, batch 64,
+200 epochs of 2500 steps (500k steps), Adam(0.9, 0.98) lr 1e-3 with cosine decay and one epoch
+of warm-up, no weight decay, gradient clipping at 1.0. Differences: no separate attention
+dropout; qkv width = model width (LRA: 16).
 
 ``small`` = minutes on a CPU: 400/50/50 generated images, width 16, 1 layer, batch 4, 60 steps
 (it checks that the pipeline runs at 16k tokens, not that the model learns Path-X).
