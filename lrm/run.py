@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,10 @@ def build_task(config: Mapping[str, Any], vocab: dict | None = None) -> tasks.Ta
   return task
 
 
+def _warn(text: str) -> None:
+  print(text, file=sys.stderr, flush=True)
+
+
 class Run:
   """A config (plain JSON-able dict, with a ConfigDict view), its task and abstract model."""
 
@@ -77,6 +82,7 @@ class Run:
     if tc.get("dtype", "float32") not in DTYPES:
       raise ValueError(f"unknown train.dtype '{tc['dtype']}'; choose one of {', '.join(DTYPES)}")
     run = cls(plain, workdir)
+    run.check_data()
     run.optimizer  # noqa: B018  validates the schedule and learning rate
     sharding.check_batch_size("train.batch_size", run.config.train.batch_size, tc["grad_accum"])
     sharding.check_batch_size("train.eval_batch_size", run.config.train.eval_batch_size)
@@ -87,9 +93,20 @@ class Run:
     """The run saved in ``workdir`` (its config.json and vocab.json), for evaluation."""
     workdir = Path(workdir)
     config = rundir.load_config(workdir)
-    vocab_path = workdir / "vocab.json"
-    vocab = rundir.read_json(vocab_path) if vocab_path.exists() else None
+    # a vocab.json that does not parse is rebuilt from the task (and said so)
+    vocab = rundir.read_json_or_none(workdir / "vocab.json", note=_warn)
     return cls(config, workdir, vocab=vocab)
+
+  def check_data(self) -> None:
+    """Every split has rows with at least one real token (a DataError naming it otherwise)."""
+    where = self.plain["data"].get("path") or "data generated offline"
+    for split in tasks.SPLITS:
+      ds = self.task.dataset(split)
+      if len(ds) == 0 or self.task.num_tokens(ds.arrays) == 0:
+        raise tasks.DataError(
+          f"the {split} split of task '{self.plain['task']}' is empty (no rows or only "
+          f"padding) in {where}; check --config.data.path and the task's split options"
+        )
 
   # ---- what the run is made of -----------------------------------------------------------------
   def build_model(self) -> nnx.Module:
@@ -129,11 +146,13 @@ class Run:
 
   # ---- restoring and evaluating ----------------------------------------------------------------
   def restore(self, checkpoint: str = "best") -> tuple[int, dict[str, Any]]:
-    """``(step, model state)`` of ``checkpoint`` (best | latest | <step>) on this machine."""
+    """``(step, model state)`` of ``checkpoint`` (best | latest | <step>) on this machine; a
+    damaged step is reported in one line and the newest intact one is used instead."""
     ckpts = self.checkpoints()
     try:
       step = ckpts.resolve(checkpoint)
-      restored = ckpts.restore(step, model=self.steps.abstract(self.steps.model_shape))
+      abstract = self.steps.abstract(self.steps.model_shape)
+      step, restored = ckpts.restore_intact(step, _warn, model=abstract)
     finally:
       ckpts.close()
     return step, restored["model"]

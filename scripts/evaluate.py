@@ -5,7 +5,10 @@
 --checkpoint is best (by the task's main validation metric), latest, or a step number. The
 model is rebuilt from <workdir>/config.json and vocab.json and restored onto however many
 devices this machine has. Prints the metrics as JSON and writes them to
-<workdir>/eval_<split>_<checkpoint>.json. Exit code 2 on bad input.
+<workdir>/eval_<split>_<checkpoint>.json (a read-only run directory is not an error: the
+metrics are printed first, and a note says the file could not be written). A damaged
+checkpoint is reported in one line and the newest intact one is used. Exit codes: 2 bad
+input, 4 no intact checkpoint.
 """
 
 from __future__ import annotations
@@ -42,23 +45,38 @@ def main(argv: list[str] | None = None) -> int:
     from lrm.train import sharding
 
     sharding.initialize_distributed()
+  import contextlib
+
   import jax
 
   from lrm.run import Run
   from lrm.tasks import DataError
+  from lrm.train import guard
   from lrm.train.rundir import write_json
 
+  guard.quiet_storage_noise()
   try:
-    out = Run.from_workdir(fv.workdir).evaluate(split=fv.split, checkpoint=fv.checkpoint)
-    if jax.process_index() == 0:
-      write_json(Path(fv.workdir) / f"eval_{fv.split}_{fv.checkpoint}.json", out)
+    with contextlib.redirect_stdout(sys.stderr):  # stdout is the JSON alone
+      out = Run.from_workdir(fv.workdir).evaluate(split=fv.split, checkpoint=fv.checkpoint)
+  except guard.IOFailure as e:
+    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+    guard.hard_exit(guard.EXIT_IO)
   except KeyError as e:
     print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
     return 2
   except (DataError, ValueError, FileNotFoundError) as e:
     print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
     return 2
-  print(json.dumps(out, indent=1, sort_keys=True))
+  print(json.dumps(out, indent=1, sort_keys=True), flush=True)
+  if jax.process_index() == 0:  # the metrics are printed first: a read-only run still shows them
+    path = Path(fv.workdir) / f"eval_{fv.split}_{fv.checkpoint}.json"
+    try:
+      write_json(path, out)
+    except OSError as e:
+      print(
+        f"note: could not write {path} ({guard.io_failure(e) or e}); the metrics are above",
+        file=sys.stderr,
+      )
   return 0
 
 

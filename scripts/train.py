@@ -7,8 +7,12 @@ r"""Train a model: any task, any mixer, from one CPU to a TPU pod.
 Rerunning the same command resumes from the newest checkpoint; a different config in the
 same workdir is refused unless --restart is given (which deletes that run first). Flags:
 --multihost joins a multi-process run (jax.distributed.initialize(); see
-scripts/launch_tpu_pod.sh and scripts/slurm_multigpu.sh). Exit codes: 0 done or preempted
-(SIGTERM: checkpoint saved, rerun to resume), 1 training diverged (NaN/inf loss), 2 bad input.
+scripts/launch_tpu_pod.sh and scripts/slurm_multigpu.sh). One process at a time may write a
+workdir (a lock; a second one is refused). Exit codes: 0 done, or preempted after a save
+(SIGTERM in the loop: checkpoint saved, rerun to resume); 2 bad input or a refused workdir;
+3 training diverged (NaN/inf loss); 4 I/O failure (disk full, read-only, permission denied,
+damaged checkpoints with nothing intact to fall back on); 143 stopped by SIGTERM where
+nothing needed saving (set-up, final evaluation: rerun to continue).
 
 CPU hook: with LRM_MALLOC_TUNING=1 the script restarts itself with glibc malloc tunables
 (GLIBC_TUNABLES must be set before a process starts), which may speed up CPU runs.
@@ -18,9 +22,16 @@ from __future__ import annotations
 
 import difflib
 import os
+import signal
 import sys
 
-from lrm.train.malloc import TUNED_MALLOC
+# A SIGTERM during start-up (imports, data generation, compilation) is remembered here until
+# the trainer's own handler takes over, so it stops the run with a message instead of killing
+# the process mid-way.
+_EARLY_SIGTERM: list[int] = []
+signal.signal(signal.SIGTERM, lambda signum, frame: _EARLY_SIGTERM.append(signum))
+
+from lrm.train.malloc import TUNED_MALLOC  # noqa: E402
 
 if os.environ.get("LRM_MALLOC_TUNING") == "1" and "GLIBC_TUNABLES" not in os.environ:
   os.execve(
@@ -94,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     return error(unknown_key(argv, str(e).strip("'\"")))
   except (flags.Error, OSError) as e:
     return error(f"{str(e).strip().splitlines()[-1]}  ({USAGE})")
+  except Exception as e:  # the config file itself fails: syntax error, get_config raises
+    return error(f"cannot load the config file: {config_error(e)}")
   if fv.config is None or fv.workdir is None:
     return error(f"--config and --workdir are required ({USAGE})")
   if fv.multihost:
@@ -101,22 +114,61 @@ def main(argv: list[str] | None = None) -> int:
 
     sharding.initialize_distributed()
 
+  from lrm.train import guard
+
+  guard.quiet_storage_noise()
+  with guard.Preemption() as preempt:  # before set-up: a SIGTERM at any moment is handled
+    preempt.flag = bool(_EARLY_SIGTERM)
+    code = run(fv, preempt)
+  if code == guard.EXIT_IO:  # a failed background write would print tracebacks at shutdown
+    guard.hard_exit(code)
+  return code
+
+
+def run(fv: flags.FlagValues, preempt: object) -> int:
   from lrm.tasks import DataError
-  from lrm.train import loop
+  from lrm.train import guard, loop
 
   try:
     prepared = loop.prepare(fv.config, fv.workdir, restart=fv.restart)
-  except KeyError as e:
-    return error(e.args[0] if e.args else e)
-  except (DataError, ValueError, FileNotFoundError) as e:
-    return error(e)
-  try:
-    results = loop.train(prepared)
+    results = loop.train(prepared, preempt)
+  except guard.Interrupted as e:
+    preempt.acted = True
+    return error(e, code=143)
   except loop.Diverged as e:
-    return error(e, code=1)
+    return error(e, code=guard.EXIT_DIVERGED)
+  except guard.IOFailure as e:
+    return error(e, code=guard.EXIT_IO)
+  except Exception as e:
+    cause = guard.io_failure(e)
+    if cause is not None:
+      guard.remove_unfinished_saves(fv.workdir)
+      return error(
+        f"I/O failure in {fv.workdir}: {cause}; nothing was committed half-way (the last "
+        f"good checkpoint is kept); fix the cause and rerun the same command",
+        code=guard.EXIT_IO,
+      )
+    if isinstance(e, KeyError):
+      return error(e.args[0] if e.args else e)
+    if isinstance(e, DataError | ValueError | FileNotFoundError | guard.WorkdirBusy):
+      return error(e)
+    raise
   if results is not None and loop.is_lead():
     print(loop.summary(results, fv.workdir), flush=True)
-  return 0
+  return guard.EXIT_OK
+
+
+def config_error(e: BaseException) -> str:
+  """One line for a config file that does not import or whose get_config raises."""
+  if isinstance(e, SyntaxError):
+    return f"{e.filename}, line {e.lineno}: SyntaxError: {e.msg}"
+  tb = e.__traceback__
+  where = ""
+  while tb is not None:  # the innermost frame inside the config file
+    if not tb.tb_frame.f_code.co_filename.startswith(sys.prefix):
+      where = f"{tb.tb_frame.f_code.co_filename}, line {tb.tb_lineno}: "
+    tb = tb.tb_next
+  return f"{where}{type(e).__name__}: {' '.join(str(e).split())}"
 
 
 if __name__ == "__main__":

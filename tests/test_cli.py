@@ -92,15 +92,16 @@ def test_conflicting_workdir_is_refused_and_untouched(reference_run, tiny_config
 def test_nan_stops_the_run_then_restart_reproduces_the_reference(
   reference_run, cli, tiny_config, tmp_path, capsys
 ):
-  """A huge learning rate blows the loss up: exit 1 with a message and no checkpoint after
+  """A huge learning rate blows the loss up: exit 3 with a message and no checkpoint after
   the divergence. The workdir then refuses another config; with --restart it is wiped and
   the reference config trains from scratch to exactly the reference run (determinism)."""
   wd = tmp_path / "w"
   args = (f"--config={tiny_config}:{REFERENCE}", f"--workdir={wd}")
   rc, _, err = run_train(capsys, *args, "--config.optim.lr=1e30", "--config.optim.warmup_steps=0")
-  assert rc == 1
+  assert rc == 3
   line = one_error_line(err)
   assert "loss became NaN/inf" in line and "lower --config.optim.lr" in line
+  assert "step None" not in line
   bad_step = int(line.split("between steps ")[1].split(" and ")[1].split(";")[0])
   saved = sorted(int(p.name) for p in (wd / "checkpoints").iterdir() if p.name.isdigit())
   assert all(s < bad_step for s in saved)

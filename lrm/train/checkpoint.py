@@ -19,11 +19,14 @@ a half-written checkpoint left by a kill is ignored and overwritten later.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as cm
+
+from lrm.train.guard import IOFailure
 
 CHECKPOINT_CHOICES = "best, latest or a step number"
 
@@ -124,6 +127,38 @@ class Checkpoints:
     if int(which) not in steps:
       raise ValueError(f"no checkpoint at step {which}; saved steps: {steps}")
     return int(which)
+
+  def restore_intact(
+    self, step: int, note: Callable[[str], None], **abstract: Any
+  ) -> tuple[int, dict[str, Any]]:
+    """Restore ``step``, or on a read error the newest other step that reads; ``note`` says
+    which step is damaged and why, in one line each. Raises ``IOFailure`` if none reads."""
+    candidates = [step] + sorted((s for s in self.all_steps() if s != step), reverse=True)
+    for s in candidates:
+      try:
+        return s, self.restore(s, **abstract)
+      except Exception as e:  # orbax/tensorstore raise ValueError, OSError, KeyError ...
+        cause = " ".join(str(e).split())[:160] or type(e).__name__
+        nxt = candidates[candidates.index(s) + 1 :]
+        then = f"falling back to step {nxt[0]}" if nxt else "no older checkpoint to fall back to"
+        note(f"checkpoint step {s} in {self.manager.directory} is damaged ({cause}); {then}")
+    raise IOFailure(
+      f"no intact checkpoint in {self.manager.directory} (tried steps {candidates}); "
+      f"restore the folder from a backup, or rerun with --restart to train from scratch"
+    )
+
+  def set_aside(self, step: int) -> Path:
+    """Move a damaged step out of the way (to ``<workdir>/damaged/``) so it can be saved
+    again; its files are kept for inspection, never deleted."""
+    src = Path(self.manager.directory) / str(step)
+    dest = src.parent.parent / "damaged" / str(step)
+    n = 1
+    while dest.exists():
+      dest, n = dest.with_name(f"{step}.{n}"), n + 1
+    dest.parent.mkdir(exist_ok=True)
+    src.rename(dest)
+    self.manager.reload()
+    return dest
 
   def wait(self) -> None:
     self.manager.wait_until_finished()

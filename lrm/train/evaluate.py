@@ -55,8 +55,10 @@ def evaluate(
   max_batches: int = 0,
   split: str = "validation",
   note: Callable[[str], None] = print,
-) -> dict[str, float]:
-  """Metrics of ``model_state`` on ``dataset`` (the full split; each process reads its shard)."""
+  stop: Callable[[], bool] | None = None,
+) -> dict[str, float] | None:
+  """Metrics of ``model_state`` on ``dataset`` (the full split; each process reads its shard);
+  None if ``stop()`` became true between batches (a SIGTERM)."""
   batches, used, total = eval_batches(dataset, batch_size, max_batches)
   if used < total:
     note(
@@ -66,6 +68,8 @@ def evaluate(
   data_sh = sharding.batch_sharding(steps.mesh)
   acc = None
   for batch in batches:
+    if stop is not None and stop():
+      return None
     if acc is None:
       acc = steps.zero_eval_acc(model_state, batch)
     acc = steps.eval_step(model_state, sharding.put_batch(batch, data_sh), acc)

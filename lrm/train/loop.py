@@ -20,7 +20,7 @@ never stopped. SIGTERM (preemption) saves a checkpoint and returns; a non-finite
 
 from __future__ import annotations
 
-import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +33,9 @@ from lrm.run import Run
 from lrm.train import rundir, sharding
 from lrm.train.checkpoint import Checkpoints
 from lrm.train.evaluate import evaluate
+from lrm.train.guard import Interrupted, Preemption, WorkdirLock, remove_unfinished_saves
 from lrm.train.monitor import Monitor, Throughput
+from lrm.train.step import Steps
 
 
 class Diverged(RuntimeError):
@@ -61,39 +63,8 @@ def run(config: Any, workdir: Path | str, *, restart: bool = False) -> dict[str,
   return train(prepare(config, workdir, restart=restart))
 
 
-class Preemption:
-  """SIGTERM -> save and stop. Multi-process runs use JAX's preemption sync point instead,
-  so every process stops at the same step (and JAX's own SIGTERM handler stays in place).
-
-  A SIGTERM that the loop did not act on (it came after the last step's check) is delivered
-  again to the previous handler on exit, so it is never swallowed: the caller stops too."""
-
-  def __init__(self) -> None:
-    self.flag, self.acted, self.old = False, False, None
-
-  def __enter__(self) -> Preemption:
-    if jax.process_count() == 1:
-      try:
-        self.old = signal.signal(signal.SIGTERM, self._handle)
-      except ValueError:  # not the main thread: cannot install handlers
-        self.old = None
-    return self
-
-  def _handle(self, signum: int, frame: Any) -> None:
-    self.flag = True
-
-  def __exit__(self, *exc: Any) -> None:
-    if self.old is not None:
-      signal.signal(signal.SIGTERM, self.old)
-      if self.flag and not self.acted:
-        signal.raise_signal(signal.SIGTERM)
-
-  def requested(self, step: int) -> bool:
-    if jax.process_count() > 1:
-      self.acted = multihost_utils.reached_preemption_sync_point(step)
-    else:
-      self.acted = self.flag
-    return self.acted
+def _warn(text: str) -> None:
+  print(text, file=sys.stderr, flush=True)
 
 
 def is_lead() -> bool:
@@ -105,37 +76,73 @@ def _every(step: int, period: int) -> bool:
   return period > 0 and step % period == 0
 
 
-def train(p: Prepared) -> dict[str, Any] | None:
+def train(p: Prepared, preempt: Preemption | None = None) -> dict[str, Any] | None:
+  """Train under the workdir's lock; ``preempt`` (installed by the caller before ``prepare``
+  so that a SIGTERM during set-up is caught too) defaults to a fresh handler."""
+  if preempt is None:
+    with Preemption() as own:
+      return train(p, own)
+  lock = WorkdirLock(p.run.workdir) if is_lead() else None
+  if lock is not None:
+    lock.acquire()
+  try:
+    return _train(p, preempt)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _resume(p: Prepared, ckpts: Checkpoints, steps: Steps, batch: Any) -> tuple[int, dict, dict]:
+  """``(step, state, meta)``: the newest intact checkpoint (damaged newer ones set aside), or
+  a fresh state at step 0."""
+  r = p.run
+  latest = ckpts.latest_step() if p.resume else None
+  if latest is None:
+    return 0, steps.init_state(r.build_model, batch), {}
+  shapes = steps.abstract_state(r.build_model, batch)
+  start, restored = ckpts.restore_intact(
+    latest, _warn, model=shapes["model"], train=shapes["train"]
+  )
+  if start != latest and is_lead():
+    for s in [s for s in ckpts.all_steps() if s > start]:
+      _warn(f"moved damaged checkpoint step {s} to {ckpts.set_aside(s)}")
+  return start, {"model": restored["model"], "train": restored["train"]}, restored["meta"]
+
+
+def _train(p: Prepared, preempt: Preemption) -> dict[str, Any] | None:
   r = p.run
   cfg, tc, task, wd, steps = r.config, r.config.train, r.task, r.workdir, r.steps
   total, procs, lead = int(tc.steps), jax.process_count(), is_lead()
   data_sh = sharding.batch_sharding(r.mesh)
+  if preempt.is_set():
+    raise Interrupted("stopped by SIGTERM before training started; rerun the same command")
   if p.restart and lead:
     rundir.wipe(wd)
   if procs > 1:
     multihost_utils.sync_global_devices("lrm_workdir_ready")
   wd.mkdir(parents=True, exist_ok=True)
+  if lead:  # interrupted saves never hold a committed step; only this writer may remove them
+    remove_unfinished_saves(wd)
   ckpts = r.checkpoints()
-  start = (ckpts.latest_step() or 0) if p.resume else 0
-  if start >= total and (wd / "results.json").exists():
-    ckpts.close()
-    if lead:
-      print(f"{wd} holds a finished run; results.json is up to date", flush=True)
-    return rundir.read_json(wd / "results.json")
+  if p.resume and (ckpts.latest_step() or 0) >= total:
+    done = rundir.read_json_or_none(wd / "results.json", note=_warn)
+    if isinstance(done, dict) and "final" in done:
+      ckpts.close()
+      if lead:
+        print(f"{wd} holds a finished run; results.json is up to date", flush=True)
+      return done
   train_ds = task.dataset("train").shard(jax.process_index(), procs)
+  first = train_ds.train_batches(tc.batch_size // procs, seed=cfg.seed, start_step=0)
+  start, state, meta = _resume(p, ckpts, steps, next(first))
   batches = train_ds.train_batches(tc.batch_size // procs, seed=cfg.seed, start_step=start)
   batch = next(batches)
   # Totals carried over from earlier sessions of this run (zero when starting).
-  meta: dict[str, Any] = {"elapsed_s": 0.0, "train_time_s": 0.0, "tokens": 0}
-  if start:
-    shapes = steps.abstract_state(r.build_model, batch)
-    restored = ckpts.restore(start, model=shapes["model"], train=shapes["train"])
-    state, meta = {"model": restored["model"], "train": restored["train"]}, restored["meta"]
-  else:
-    state = steps.init_state(r.build_model, batch)
-  if not start and lead:
-    rundir.write_json(wd / "config.json", r.plain)
-    rundir.write_json(wd / "vocab.json", task.vocab())
+  meta = {"elapsed_s": 0.0, "train_time_s": 0.0, "tokens": 0, **meta}
+  if lead:
+    if not start:
+      rundir.write_json(wd / "config.json", r.plain)
+    if not start or rundir.read_json_or_none(wd / "vocab.json", note=_warn) is None:
+      rundir.write_json(wd / "vocab.json", task.vocab())
   monitor = Monitor(wd, total_steps=total, start_step=start, active=lead)
   n_params = sum(x.size for x in jax.tree.leaves(state["model"]["params"]))
   monitor.message(
@@ -158,11 +165,12 @@ def train(p: Prepared) -> dict[str, Any] | None:
   def check_finite(step: int) -> None:
     if int(jax.device_get(state["train"]["acc"]["nonfinite"])):
       ckpts.wait()
+      last = ckpts.latest_step()
+      kept = f"last good checkpoint: step {last}" if last is not None else "no checkpoint yet"
       raise Diverged(
         f"the training loss became NaN/inf between steps {window_start} and {step}; stopped "
-        f"without saving (last good checkpoint: step {ckpts.latest_step()} in "
-        f"{wd / 'checkpoints'}); lower --config.optim.lr or raise --config.optim.warmup_steps, "
-        f"then rerun with --restart"
+        f"without saving ({kept} in {wd / 'checkpoints'}); lower --config.optim.lr or raise "
+        f"--config.optim.warmup_steps, then rerun with --restart"
       )
 
   def log_train(step: int) -> None:
@@ -189,43 +197,43 @@ def train(p: Prepared) -> dict[str, Any] | None:
     return metrics
 
   step, val, stop = start, None, False
-  with Preemption() as preempt:
-    while step < total:
-      state = steps.train_step(state, sharding.put_batch(batch, data_sh))
-      clock.add(task.num_tokens(batch) * procs)
-      step += 1
-      if step == start + 1:  # leave compilation out of the throughput
-        jax.block_until_ready(state)
-        clock.restart()
-      if step < total:
-        batch = next(batches)  # built on the host while the devices run the step
-      log = _every(step, tc.log_every) or step == total
-      evaluate_now = _every(step, tc.eval_every) or step == total
-      stop = preempt.requested(step)
-      save = evaluate_now or stop or _every(step, tc.checkpoint_every)
-      if not (log or save):
-        continue
-      check_finite(step)  # before anything is logged, evaluated or saved
-      if log:
-        log_train(step)
-        state = steps.reset_acc(state)
-        window_start = step
-      if save:  # every evaluation is saved with its metrics: orbax tracks the best
-        with clock.paused():
-          val = validate(step) if evaluate_now else None
-          meta_now = totals(step)
-          ckpts.save(step, model=state["model"], train=state["train"], meta=meta_now, metrics=val)
-      if stop:
-        break
-    # a SIGTERM during the last step's save: the step is saved, stop before testing
-    if stop or (procs == 1 and preempt.requested(step)):
-      ckpts.close()
-      monitor.close()
-      if lead:
-        print(f"preempted: saved step {step} in {wd}; rerun the same command to resume")
-      return None
+  while step < total:
+    state = steps.train_step(state, sharding.put_batch(batch, data_sh))
+    clock.add(task.num_tokens(batch) * procs)
+    step += 1
+    if step == start + 1:  # leave compilation out of the throughput
+      jax.block_until_ready(state)
+      clock.restart()
+    if step < total:
+      batch = next(batches)  # built on the host while the devices run the step
+    log = _every(step, tc.log_every) or step == total
+    evaluate_now = _every(step, tc.eval_every) or step == total
+    stop = preempt.requested(step)
+    save = evaluate_now or stop or _every(step, tc.checkpoint_every)
+    if not (log or save):
+      continue
+    check_finite(step)  # before anything is logged, evaluated or saved
+    if log:
+      log_train(step)
+      state = steps.reset_acc(state)
+      window_start = step
+    if save:  # every evaluation is saved with its metrics: orbax tracks the best
+      with clock.paused():
+        val = validate(step) if evaluate_now else None
+        meta_now = totals(step)
+        ckpts.save(step, model=state["model"], train=state["train"], meta=meta_now, metrics=val)
+      stop = stop or (procs == 1 and preempt.requested(step))  # arrived during the save
+    if stop:
+      break
+  # a SIGTERM during the last step's save: the step is saved, stop before testing
+  if stop or (procs == 1 and preempt.requested(step)):
+    ckpts.close()
+    monitor.close()
+    if lead:
+      print(f"preempted: saved step {step} in {wd}; rerun the same command to resume")
+    return None
   ckpts.wait()
-  return finish(p, state, ckpts, totals(step), monitor, val, step)
+  return finish(p, state, ckpts, totals(step), monitor, val, step, preempt)
 
 
 def finish(
@@ -236,15 +244,31 @@ def finish(
   monitor: Monitor,
   final_val: dict | None,
   step: int,
+  preempt: Preemption,
 ) -> dict[str, Any]:
-  """Test metrics of the final and best checkpoints, results.json and the plots."""
+  """Test metrics of the final and best checkpoints, results.json and the plots. A SIGTERM
+  here stops before results.json is written (raising ``Interrupted``); a rerun evaluates
+  again from the saved checkpoints."""
   r = p.run
   task, tc, wd, steps = r.task, r.config.train, r.workdir, r.steps
 
   def test(model_state: Any, split: str = "test") -> dict[str, float]:
-    return evaluate(
-      steps, model_state, task.dataset(split), batch_size=tc.eval_batch_size, note=monitor.message
+    out = evaluate(
+      steps,
+      model_state,
+      task.dataset(split),
+      batch_size=tc.eval_batch_size,
+      note=monitor.message,
+      stop=preempt.is_set,
     )
+    if out is None:
+      ckpts.close()
+      monitor.close()
+      raise Interrupted(
+        f"stopped by SIGTERM during the final evaluation; training is saved at step {step} in "
+        f"{wd}; rerun the same command to evaluate and write results.json"
+      )
+    return out
 
   if final_val is None:  # resumed a run whose training had finished
     final_val = test(state["model"], "validation")

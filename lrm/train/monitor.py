@@ -54,16 +54,20 @@ class Monitor:
     )
 
   def _truncate(self, start_step: int) -> None:
-    """Keep only records up to ``start_step`` (the step this run resumes from)."""
+    """Keep only records up to ``start_step`` (the step this run resumes from); a line that
+    is not a JSON record (cut short by a kill, or damaged) is dropped with a warning."""
     if not self.path.exists():
       return
     keep = []
-    for line in self.path.read_text().splitlines():
+    for n, line in enumerate(self.path.read_text(errors="replace").splitlines(), start=1):
       try:
         rec = json.loads(line)
-      except json.JSONDecodeError:  # a line cut short by a kill
+        step, split = int(rec["step"]), rec["split"]
+      except (ValueError, TypeError, KeyError):
+        if line.strip():
+          print(f"warning: {self.path}:{n} is not a metrics record; dropped", file=sys.stderr)
         continue
-      if rec["step"] <= start_step and rec["split"] != "test":  # test is logged by the end
+      if step <= start_step and split != "test":  # test is logged by the end
         keep.append(line)
     self.path.write_text("".join(f"{line}\n" for line in keep))
 

@@ -68,17 +68,39 @@ def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
   ]
 
 
+def holds_a_run(workdir: Path) -> bool:
+  """Whether ``workdir`` holds anything a run wrote (checkpoints, metrics or results)."""
+  ckpts = workdir / "checkpoints"
+  return any((workdir / n).exists() for n in ("metrics.jsonl", "results.json")) or (
+    ckpts.is_dir() and any(ckpts.iterdir())
+  )
+
+
 def check_workdir(workdir: Path, config: dict[str, Any], *, restart: bool) -> bool:
   """Decide how to use ``workdir``; True when it holds this run already (resume).
 
-  Raises ``ConfigConflict`` (nothing touched) when the saved config differs and not ``restart``.
+  Raises ``ConfigConflict`` (nothing touched) when the saved config differs, does not parse,
+  or is missing next to a previous run's files, unless ``restart``.
   """
   saved = workdir / "config.json"
-  if not saved.exists():
-    return False
   if restart:
     return False
-  old = json.loads(saved.read_text())
+  if not saved.exists():
+    if holds_a_run(workdir):
+      raise ConfigConflict(
+        f"{workdir} holds checkpoints or metrics but no config.json, so it cannot tell which "
+        f"run they belong to; restore {saved}, or add --restart to delete that run and start over"
+      )
+    return False
+  try:
+    old = json.loads(saved.read_text())
+    if not isinstance(old, dict):
+      raise ValueError("not a JSON object")
+  except (ValueError, UnicodeDecodeError) as e:
+    raise ConfigConflict(
+      f"{saved} does not parse ({' '.join(str(e).split())}); restore it, or add --restart to "
+      f"delete that run and start over"
+    ) from None
   diff = config_diff(old, config)
   if diff:
     shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
@@ -87,6 +109,18 @@ def check_workdir(workdir: Path, config: dict[str, Any], *, restart: bool) -> bo
       f"or add --restart to delete that run and start over"
     )
   return True
+
+
+def read_json_or_none(path: Path, note: Any = print) -> Any:
+  """A derived JSON file, or None (with a note naming it) if it is missing or does not parse:
+  such files are rebuilt from the checkpoints and the task, never trusted when damaged."""
+  if not path.exists():
+    return None
+  try:
+    return json.loads(path.read_text())
+  except (ValueError, UnicodeDecodeError) as e:
+    note(f"warning: {path} does not parse ({' '.join(str(e).split())[:80]}); rebuilt instead")
+    return None
 
 
 def wipe(workdir: Path) -> None:
