@@ -1,8 +1,9 @@
-"""Parent side of the benchmark: build cells, run each in a fresh process, write JSONL.
+"""Parent side of the benchmark: run each cell in a fresh process, write JSONL as they finish.
 
-The parent imports no accelerator runtime state; each cell is ``python -m
-lrm.analysis.benchmark`` in its own process (see ``lrm/analysis/benchmark.py``), with the
-malloc environment chosen here, because glibc reads ``GLIBC_TUNABLES`` only at start-up.
+The parent never runs anything on an accelerator: every cell is ``python
+benchmarks/worker.py`` in its own process, with the malloc environment chosen here (glibc
+reads ``GLIBC_TUNABLES`` only at start-up). A cell that runs out of memory or time is
+recorded as ``oom``/``timeout`` and the same label's longer lengths as ``skipped``.
 """
 
 from __future__ import annotations
@@ -14,36 +15,18 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
-from lrm import mixers
-from lrm.analysis.bench_baselines import BASELINES
-from lrm.analysis.benchmark import MODES, OOM_MARKERS, parse_mixer
+from lrm.train.malloc import TUNED_MALLOC
 
-# XLA on CPU allocates fresh temporaries on every step; with glibc's defaults, big blocks go
-# through mmap/munmap each time (page faults + zeroing). These keep them in the heap.
-TUNED_MALLOC = (
-  "glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=4294967296"
-  ":glibc.malloc.trim_threshold=68719476736"
-)
+WORKER = Path(__file__).resolve().with_name("worker.py")
 MALLOC = ("default", "tuned")
+OOM_MARKERS = ("out of memory", "resource_exhausted", "memoryerror", "bad_alloc", "allocate of")
 USEFUL = (
   "useful: analytic FLOPs (x batch, x3 with backward) of the pattern's efficient mixer "
-  "(mixer.flops(L); for dense oracles and dpa_* baselines, the flops of the blocked/sparse "
-  "mixer with the same pattern). flops_impl counts what the running implementation does."
+  "(mixer.flops(L); for dense oracles and baselines, the flops of the efficient mixer with "
+  "the same pattern). flops_impl counts what the running implementation does."
 )
-# ListOps in LRA (LRA_NOTES.md section 5): 4 layers, width 512, 8 heads, MLP 1024, CLS pool.
-LISTOPS = dict(
-  length=2000, dim=512, depth=4, heads=8, mlp_ratio=2, num_classes=10, vocab_size=20, pool="cls"
-)
-
-
-def default_mixers() -> list[str]:
-  """Every registered mixer, the dense oracles of local/BigBird, and the baselines."""
-  known = mixers.names()
-  order = ["conv", "local", "bigbird", "random", "global", "dynamic_conv", "involution"]
-  labels = [m for m in order if m in known] + [m for m in known if m not in order]
-  labels += [f"{m}:impl=dense" for m in ("local", "bigbird") if m in known]
-  return labels + list(BASELINES)
 
 
 def malloc_env(setting: str) -> dict[str, str]:
@@ -63,6 +46,7 @@ def resolve_malloc(setting: str) -> tuple[str, ...]:
   if setting != "auto":
     malloc_env(setting)  # validates the name
     return (setting,)
+  # Asked in a child process: the parent must not hold an accelerator the cells need.
   probe = [sys.executable, "-c", "import jax; print(jax.default_backend())"]
   backend = subprocess.run(probe, capture_output=True, text=True).stdout.strip()
   return ("tuned",) if backend == "cpu" else ("default",)
@@ -78,61 +62,6 @@ def mem_available_bytes() -> int:
   except OSError:
     pass
   return 0
-
-
-def mixer_cells(
-  labels: Sequence[str],
-  lengths: Sequence[int],
-  *,
-  dim: int,
-  heads: int,
-  window: int,
-  batch: int = 1,
-  mode: str = "fwdbwd",
-  dtype: str = "float32",
-  block: int = 64,
-  causal: bool = False,
-  repeats: int = 5,
-  warmup: int = 1,
-) -> list[dict]:
-  """One cell per (mixer, length), lengths ascending within each mixer."""
-  if mode not in MODES:
-    raise ValueError(f"unknown mode '{mode}'; choose one of {', '.join(MODES)}")
-  if not lengths or min(lengths) < 1:
-    raise ValueError(f"lengths must be positive integers, got {list(lengths)}")
-  common = dict(kind="mixer", dim=dim, heads=heads, window=window, batch=batch, mode=mode)
-  common |= dict(dtype=dtype, causal=causal, repeats=repeats, warmup=warmup)
-  cells = []
-  for label in labels:
-    spec = parse_mixer(label, dim=dim, heads=heads, window=window, block=block)
-    cells += [common | {"mixer": label, "spec": spec, "length": L} for L in sorted(lengths)]
-  return cells
-
-
-def train_cells(
-  labels: Sequence[str],
-  *,
-  window: int,
-  batch: int,
-  dtype: str = "float32",
-  block: int = 64,
-  repeats: int = 5,
-  warmup: int = 1,
-  dropout: float = 0.1,
-  **sizes: int,
-) -> list[dict]:
-  """One whole-training-step cell per mixer, at the ListOps size unless ``sizes`` override."""
-  cfg = LISTOPS | sizes
-  common = cfg | dict(kind="train", mode="train", window=window, batch=batch, dtype=dtype)
-  common |= dict(repeats=repeats, warmup=warmup, dropout=dropout)
-  return [
-    common
-    | {
-      "mixer": label,
-      "spec": parse_mixer(label, dim=cfg["dim"], heads=cfg["heads"], window=window, block=block),
-    }
-    for label in labels
-  ]
 
 
 def classify_failure(returncode: int, stderr: str) -> dict:
@@ -153,7 +82,7 @@ def run_cell(cell: dict, *, env: dict[str, str], timeout: float) -> dict:
     cell_path, out_path = os.path.join(tmp, "cell.json"), os.path.join(tmp, "result.json")
     with open(cell_path, "w") as f:
       json.dump(cell, f)
-    cmd = [sys.executable, "-m", "lrm.analysis.benchmark", cell_path, out_path]
+    cmd = [sys.executable, str(WORKER), cell_path, out_path]
     try:
       proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -199,8 +128,7 @@ def run_cells(
 ) -> list[dict]:
   """Measure the matmul peak, then every cell under every malloc setting; write JSONL.
 
-  After a cell runs out of memory or time, the same mixer's longer lengths are recorded as
-  ``skipped``. Returns the records (also written, one JSON line each, as they complete).
+  Returns the records (also written, one JSON line each, as they complete).
   """
   dtype = cells[0]["dtype"] if cells else "float32"
   peaks = {}

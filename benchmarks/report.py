@@ -1,28 +1,24 @@
-"""Tables, ratios, target checks and plots from benchmark JSONL records.
+"""Tables, ratios, growth per doubling of L and plots from benchmark JSONL records.
 
-Records come from ``lrm/analysis/bench_runner.py``; one group is one (kind, mode, dtype,
-batch, dim, heads, window, malloc) setting, so runs with ``--malloc=both`` give two groups.
+Records come from ``benchmarks/runner.py`` (older ones from the harness's former home in
+``lrm/analysis/`` read the same). One group is one (kind, mode, dtype, batch, dim, heads,
+window, malloc) setting, so runs with ``--malloc=both`` give two groups. This module reports
+numbers only: what they should be, and whether they are, is written in
+``results/bench/README.md``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
+from benchmarks import cells
+
 MiB = 2**20
 GROUP_KEYS = ("kind", "mode", "dtype", "batch", "dim", "heads", "window", "malloc")
-# (fast, slow) pairs whose ratios are printed when both appear in a group.
-PAIRS = (
-  ("local", "dpa_local"),
-  ("local", "local:impl=dense"),
-  ("bigbird", "bigbird:impl=dense"),
-  ("bigbird", "dpa_full"),
-  ("global", "dpa_full"),
-  ("conv", "local"),
-  ("conv", "xla_conv"),
-)
 
 
 def load(paths: Iterable[str]) -> list[dict]:
@@ -34,19 +30,26 @@ def load(paths: Iterable[str]) -> list[dict]:
   return out
 
 
+def _group_key(r: dict) -> tuple:
+  # A training step's heads are its experiment's (none for a conv model), not a setting.
+  return tuple(None if k == "heads" and r["kind"] == "train" else r.get(k) for k in GROUP_KEYS)
+
+
 def groups(records: Sequence[dict]) -> dict[tuple, list[dict]]:
   out: dict[tuple, list[dict]] = defaultdict(list)
   for r in records:
     if r.get("kind") in ("mixer", "train"):
-      out[tuple(r.get(k) for k in GROUP_KEYS)].append(r)
+      out[_group_key(r)].append(r)
   return dict(out)
 
 
-def _title(key: tuple) -> str:
+def _title(key: tuple, recs: Sequence[dict]) -> str:
   g = dict(zip(GROUP_KEYS, key, strict=True))
   what = "training step (fwd+bwd+AdamW)" if g["kind"] == "train" else g["mode"]
+  heads = {r.get("heads") for r in recs} - {None}
+  heads_text = f"{heads.pop()} heads, " if len(heads) == 1 else ""
   return (
-    f"{what}, {g['dtype']}, width {g['dim']}, {g['heads']} heads, window radius "
+    f"{what}, {g['dtype']}, width {g['dim']}, {heads_text}window radius "
     f"{g['window']}, batch {g['batch']}, malloc {g['malloc']}"
   )
 
@@ -68,15 +71,22 @@ def _fmt(r: dict | None, field: str, scale: float = 1.0, digits: int = 1) -> str
   return "" if value is None else f"{value / scale:.{digits}f}"
 
 
+def _labels(recs: Sequence[dict]) -> list[str]:
+  return list(dict.fromkeys(r["mixer"] for r in recs))
+
+
+def _lengths(recs: Sequence[dict]) -> list[int]:
+  return sorted({r["length"] for r in recs})
+
+
 def _grid(recs: Sequence[dict], field: str, scale: float, digits: int) -> list[str]:
-  lengths = sorted({r["length"] for r in recs})
-  labels = list(dict.fromkeys(r["mixer"] for r in recs))
-  cells = _by_cell(recs)
+  lengths = _lengths(recs)
+  cells_ = _by_cell(recs)
   rows = ["| mixer | impl | " + " | ".join(str(L) for L in lengths) + " |"]
   rows.append("|---|---|" + "---:|" * len(lengths))
-  for label in labels:
+  for label in _labels(recs):
     impl = next((r.get("impl", "") for r in recs if r["mixer"] == label and "impl" in r), "")
-    vals = [_fmt(cells.get((label, L)), field, scale, digits) for L in lengths]
+    vals = [_fmt(cells_.get((label, L)), field, scale, digits) for L in lengths]
     rows.append(f"| {label} | {impl} | " + " | ".join(vals) + " |")
   return rows
 
@@ -88,7 +98,7 @@ def markdown(records: Sequence[dict], *, brief: bool = False) -> str:
   """
   out = []
   for key, recs in groups(records).items():
-    out.append(f"### {_title(key)}\n")
+    out.append(f"### {_title(key, recs)}\n")
     peak = next((r.get("peak_gflops") for r in recs if r.get("peak_gflops")), None)
     if peak:
       out.append(
@@ -132,20 +142,18 @@ def _train_table(recs: Sequence[dict]) -> list[str]:
   return rows
 
 
-def ratios(records: Sequence[dict]) -> list[str]:
-  """``fast vs slow`` speed and memory ratios per length, for the pairs in ``PAIRS``."""
+def ratios(records: Sequence[dict], reference: Sequence[str] = ()) -> list[str]:
+  """``a vs b`` speed and memory ratios per length, for the pairs ``cells.pairs`` derives."""
   out = []
   for key, recs in groups(records).items():
     if key[0] != "mixer":
       continue
-    cells = _by_cell(recs)
-    labels = {r["mixer"] for r in recs}
-    for fast, slow in PAIRS:
-      if fast not in labels or slow not in labels:
-        continue
+    by_cell = _by_cell(recs)
+    specs = {r["mixer"]: r.get("spec", {}) for r in recs}
+    for fast, slow in cells.pairs(specs, reference):
       parts = []
-      for L in sorted({r["length"] for r in recs}):
-        a, b = cells.get((fast, L)), cells.get((slow, L))
+      for L in _lengths(recs):
+        a, b = by_cell.get((fast, L)), by_cell.get((slow, L))
         if _ok(a) and _ok(b):
           speed = b["median_ms"] / a["median_ms"]
           mem = b.get("xla_total_bytes", 0) / max(a.get("xla_total_bytes", 0), 1)
@@ -157,98 +165,35 @@ def ratios(records: Sequence[dict]) -> list[str]:
   return out
 
 
-def _quadratic(r: dict) -> bool:
-  spec = r.get("spec", {})
-  return spec.get("name") in ("global", "dpa_full", "dpa_local") or spec.get("impl") == "dense"
-
-
-def targets(recs: Sequence[dict]) -> list[tuple[str, bool | None, str]]:
-  """The issue's targets on one group of fwd+bwd records: (target, met or None, numbers)."""
-  cells = _by_cell(recs)
-  lengths = sorted({r["length"] for r in recs})
-  labels = list(dict.fromkeys(r["mixer"] for r in recs))
+def growth(records: Sequence[dict]) -> list[str]:
+  """Per label, the time ratio of each doubling of L (x2.00 = linear, x4.00 = quadratic)."""
   out = []
-
-  details, met = [], True
-  for label in labels:
-    rs = [cells[(label, L)] for L in lengths if L >= 4096 and (label, L) in cells]
-    if not rs or _quadratic(rs[0]):
+  for key, recs in groups(records).items():
+    if key[0] != "mixer":
       continue
-    growth = []
-    for a, b in zip(rs, rs[1:], strict=False):
-      if b["length"] != 2 * a["length"]:
-        continue
-      if not (_ok(a) and _ok(b)):
-        met = False
-        growth.append(f"{b['status'] if _ok(a) else a['status']} at {b['length']}")
-        continue
-      g = b["median_ms"] / a["median_ms"]
-      met &= g <= 2.2
-      growth.append(f"x{g:.2f}")
-    if growth:
-      details.append(f"{label} " + ",".join(growth))
-  out.append(
-    (
-      "doubling L (>=4K) multiplies time by <=2.2 for every sub-quadratic mixer",
-      met if details else None,
-      "; ".join(details) or "needs lengths 4K, 8K, ...",
-    )
-  )
-
-  def compare(fast: str, slow: str, min_len: int, need_mem: bool) -> tuple[bool | None, str]:
-    met, parts = None, []
-    for L in lengths:
-      a, b = cells.get((fast, L)), cells.get((slow, L))
-      if L < min_len or a is None or b is None:
-        continue
-      if not _ok(a):
-        met = False
-        parts.append(f"L={L}: {fast} {a['status']}")
-      elif not _ok(b):
-        met = met is not False
-        parts.append(f"L={L}: {slow} {b['status']}")
-      else:
-        speed = b["median_ms"] / a["median_ms"]
-        mem = b.get("xla_total_bytes", 0) / max(a.get("xla_total_bytes", 0), 1)
-        ok = speed >= 10 and mem >= 10 if need_mem else speed > 1
-        met = ok and met is not False
-        parts.append(f"L={L}: x{speed:.1f} speed" + (f", x{mem:.1f} memory" if need_mem else ""))
-    return met, "; ".join(parts) or f"needs {fast} and {slow}"
-
-  met, text = compare("local", "dpa_local", 8192, True)
-  out.append(("local >=10x faster and >=10x less XLA memory than dpa_local at L>=8K", met, text))
-  met, text = compare("conv", "local", 0, False)
-  out.append(("conv (K=2w+1) faster than local at every L", met, text))
-
-  met, parts = None, []
-  for label in ("local", "bigbird"):
-    for L in lengths:
-      r = cells.get((label, L))
-      if L < 4096 or r is None:
-        continue
-      frac = r.get("frac_peak") if _ok(r) else None
-      met = (frac is not None and frac >= 0.30) and met is not False
-      parts.append(f"{label} L={L}: " + (f"{100 * frac:.0f}%" if frac is not None else r["status"]))
-  out.append(
-    (
-      "local and bigbird reach >=30% of the matmul peak at L>=4K",
-      met,
-      "; ".join(parts) or "needs local/bigbird at L>=4K",
-    )
-  )
+    by_cell, lengths = _by_cell(recs), _lengths(recs)
+    for label in _labels(recs):
+      parts = []
+      for short, long in zip(lengths, lengths[1:], strict=False):
+        a, b = by_cell.get((label, short)), by_cell.get((label, long))
+        if long != 2 * short or a is None or b is None:
+          continue
+        if _ok(a) and _ok(b):
+          parts.append(f"x{b['median_ms'] / a['median_ms']:.2f} ({short}->{long})")
+        elif _ok(a):
+          parts.append(f"{b['status']} at {long}")
+      if parts:
+        out.append(f"{label} ({key[1]}, malloc {key[-1]}): " + ", ".join(parts))
   return out
 
 
-def targets_text(records: Sequence[dict]) -> str:
-  lines = []
-  for key, recs in groups(records).items():
-    if key[0] != "mixer" or key[1] != "fwdbwd":
-      continue
-    lines.append(f"Targets ({_title(key)}):")
-    for name, met, text in targets(recs):
-      verdict = {True: "MET", False: "NOT MET", None: "n/a"}[met]
-      lines.append(f"  [{verdict}] {name}: {text}")
-  return "\n".join(lines)
+def _superlinear(ok: Sequence[dict]) -> bool:
+  """Whether the implementation's analytic FLOPs grow faster than L^1.5 (dense kernels)."""
+  pts = [(r["length"], r["flops_impl_fwd"]) for r in ok if r.get("flops_impl_fwd")]
+  if len(pts) < 2 or pts[0][0] == pts[-1][0]:
+    return False
+  (l1, f1), (l2, f2) = pts[0], pts[-1]
+  return math.log(f2 / f1) / math.log(l2 / l1) > 1.5
 
 
 def plot(records: Sequence[dict], path: str) -> None:
@@ -268,43 +213,58 @@ def plot(records: Sequence[dict], path: str) -> None:
       ax_m.barh([r["mixer"] for r in ok], [r.get("xla_total_bytes", 0) / MiB for r in ok])
       ax_m.set_xlabel("XLA buffers (MiB)")
     else:
-      for i, label in enumerate(dict.fromkeys(r["mixer"] for r in recs)):
+      for i, label in enumerate(_labels(recs)):
         ok = sorted((r for r in recs if r["mixer"] == label and _ok(r)), key=lambda r: r["length"])
         if not ok:
           continue
         # Dashed = quadratic (dense) kernels; tab20 keeps up to 20 mixers apart.
-        style = dict(ls="--" if _quadratic(ok[0]) else "-", marker="o", color=plt.cm.tab20(i % 20))
+        style = dict(ls="--" if _superlinear(ok) else "-", marker="o", color=plt.cm.tab20(i % 20))
         xs = [r["length"] for r in ok]
         ax_t.plot(xs, [r["median_ms"] for r in ok], label=label, **style)
         ax_m.plot(xs, [r.get("xla_total_bytes", 0) / MiB for r in ok], label=label, **style)
       for ax, name in ((ax_t, "median time (ms)"), (ax_m, "XLA buffers (MiB)")):
         ax.set_xscale("log", base=2)
-        ax.set_xticks(
-          sorted({r["length"] for r in recs}), [str(L) for L in sorted({r["length"] for r in recs})]
-        )
+        ax.set_xticks(_lengths(recs), [str(L) for L in _lengths(recs)])
         ax.set_yscale("log")
         ax.set_xlabel("sequence length L")
         ax.set_ylabel(name)
         ax.grid(True, which="both", alpha=0.3)
       ax_m.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax_t.set_title(_title(key), fontsize=8)
+    ax_t.set_title(_title(key, recs), fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
 
 
-def write_report(records: Sequence[dict], jsonl_path: str) -> tuple[str, str]:
-  """Write ``<stem>.md`` (tables, ratios, targets) and ``<stem>.png`` next to the JSONL."""
+def text(
+  records: Sequence[dict],
+  *,
+  brief: bool = False,
+  with_ratios: bool = True,
+  with_growth: bool = True,
+  reference: Sequence[str] = (),
+) -> str:
+  """The report: ``markdown`` tables, then the ratio and growth lists (when non-empty)."""
+  out = markdown(records, brief=brief)
+  sections = []
+  if with_ratios:
+    sections.append(("Ratios", ratios(records, reference)))
+  if with_growth:
+    sections.append(("Time per doubling of L", growth(records)))
+  for title, lines in sections:
+    if lines:
+      out += f"\n**{title}**\n\n" + "\n".join(f"- {line}" for line in lines) + "\n"
+  return out
+
+
+def write_report(
+  records: Sequence[dict], jsonl_path: str, reference: Sequence[str] = ()
+) -> tuple[str, str]:
+  """Write ``<stem>.md`` (``text``: what ``benchmarks/table.py --full --ratios --growth``
+  prints) and ``<stem>.png`` next to the JSONL."""
   stem = os.path.splitext(jsonl_path)[0]
   md, png = stem + ".md", stem + ".png"
-  text = markdown(records)
-  extra = ratios(records)
-  if extra:
-    text += "\n**Ratios**\n\n" + "\n".join(f"- {line}" for line in extra) + "\n"
-  tgt = targets_text(records)
-  if tgt:
-    text += "\n```\n" + tgt + "\n```\n"
   with open(md, "w") as f:
-    f.write(text)
+    f.write(text(records, reference=reference))
   plot(records, png)
   return md, png
