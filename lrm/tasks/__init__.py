@@ -2,7 +2,9 @@
 
 To add a task, write one file with a ``Task`` subclass decorated
 ``@register("task", "<name>")`` (constructor keyword options = the ``data`` config section),
-and add its tests: every module in this folder is imported automatically.
+and add its tests: every module in this folder is imported automatically. ``CausalTask``
+(``base.py``) brings the LM head; ``ClassificationTask`` (``classify.py``) the classifier
+head and loss, and ``TableTask`` also the setup of data read from split files.
 """
 
 from __future__ import annotations
