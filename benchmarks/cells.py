@@ -170,7 +170,7 @@ def _windowed(label: str, spec: Spec | Sequence[Spec]) -> bool:
   if is_dense(spec) or baseline_of(spec):
     return False
   try:
-    return mixers.presets.windowed("+".join(name for name, _ in split_label(label)))
+    return mixers.presets.windowed(mixers.presets.HYBRID.join(n for n, _ in split_label(label)))
   except ValueError:  # a label of an old record whose preset no longer exists
     return False
 
