@@ -124,7 +124,7 @@ def test_bad_lm_inputs_give_clear_errors(tmp_path):
     tasks.build({"name": "lm", "path": str(tmp_path / "empty")}).setup()
   (tmp_path / "one").mkdir()
   (tmp_path / "one" / "a.txt").write_text("a single document lands in a single split")
-  with pytest.raises(tasks.DataError, match="split of .* is empty; raise corpus_bytes"):
+  with pytest.raises(tasks.DataError, match=r"split of .* is empty \(0 bytes\); give it more"):
     tasks.build({"name": "lm", "path": str(tmp_path / "one")}).setup()
   (tmp_path / "rows").mkdir()
   (tmp_path / "rows" / "train.jsonl").write_text(json.dumps({"body": "x"}) + "\n")

@@ -81,10 +81,14 @@ class LanguageModelTask(CausalTask):
     )
     data = {}
     for split in SPLITS:
-      if not docs.get(split):
+      if not docs.get(split) or not info["bytes"].get(split):
+        fix = (
+          "give it more text (whole files go to one split each, by a hash of their path)"
+          if self.path
+          else f"raise corpus_bytes (now {self.corpus_bytes})"
+        )
         raise DataError(
-          f"lm: the {split} split of {self.path or 'the stdlib corpus'} is empty; "
-          f"raise corpus_bytes (now {self.corpus_bytes}) or add data"
+          f"lm: the {split} split of {self.path or 'the stdlib corpus'} is empty (0 bytes); {fix}"
         )
       arrays = pack_texts(docs[split], self.seq_len, self.join_rows, self.tokenizer)
       data[split] = ArrayDataset(arrays)
