@@ -90,11 +90,13 @@ def useful_flops(layers: list[nnx.Module], specs: list[dict], length: int) -> in
     if ref is None:
       total += m.flops(length)
       continue
-    build = lambda ref=ref, m=m: mixers.build(  # noqa: E731
-      ref, dim=m.dim, causal=m.causal, rngs=nnx.Rngs(0)
-    )
-    total += nnx.eval_shape(build).flops(length)  # shapes only: nothing is computed
+    total += _abstract(ref, dim=m.dim, causal=m.causal).flops(length)
   return int(total)
+
+
+def _abstract(spec: dict, *, dim: int, causal: bool) -> nnx.Module:
+  """The mixer of ``spec`` with shapes for parameters: its analytic counts, no compute."""
+  return nnx.eval_shape(lambda: mixers.build(spec, dim=dim, causal=causal, rngs=nnx.Rngs(0)))
 
 
 # ----------------------------------------------------------------------------- measuring
