@@ -8,5 +8,7 @@
   checkpoint.py  orbax CheckpointManager: newest N + best, atomic saves
   evaluate.py    the metrics of one split for a model state (lrm/run.py restores checkpoints)
   rundir.py      the run directory layout, config.json conflicts, results.json helpers
+  guard.py       one writer per workdir (lock), exit codes, SIGTERM handling, I/O failures
+  malloc.py      the glibc malloc tunables for CPU runs (train.py and the benchmarks)
   monitor.py     metrics.jsonl, TensorBoard, progress lines, throughput, curve plots
 """
