@@ -1,8 +1,25 @@
-"""The mixer contract, shared by every token mixer.
+"""The mixer contract, shared by every token mixer, and the dimension legend.
 
-Dimension legend (used in einsum strings and shape comments across lrm):
-  B batch, L query length, S key length, D model width, N heads, H head dim,
-  K kernel/window size, C classes, V vocab, W number of blocks, T block size.
+Dimension legend: one upper-case letter per axis, with the same meaning in every einsum
+string and ``# [..]`` shape comment under ``lrm/mixers`` (lower-case names such as ``n``,
+``c``, ``step`` are scalars, and shapes may be products like ``W*T``):
+
+  B  batch
+  L  sequence length: the tokens a mixer maps (its queries, its outputs)
+  S  key length of a dense ``[L, S]`` score, mask or band matrix (``S = L`` for self-mixing)
+  D  model width; E the same width as a second axis (a full conv kernel ``[K, D, E]``)
+  N  heads (involution: groups); H head dim ``D / N``
+  K  kernel taps
+  T  tokens per block
+  W  blocks along the sequence (overlap-save: FFT windows)
+  Q  query blocks that one block-sparse call computes (a run of the W blocks)
+  O  key blocks in a query block's band (one per offset)
+  R  random key blocks per query block (a block table ``[W, R]``)
+  G  global keys, seen by every query (positions, or learned tokens)
+  U  keys (or inputs) that one block of T queries (or outputs) reads: its band and gathered
+     blocks in block-sparse attention, its window of ``c * T`` inputs in a blocked conv
+  F  frequencies of a real FFT of size n (``n // 2 + 1``)
+  C  classes, V vocabulary (task heads)
 
 A mixer is an ``nnx.Module`` mapping ``x: [B, L, D] -> [B, L, D]``. It takes an optional
 padding mask ``[B, L]`` (True = real token): padded positions must neither influence real
@@ -14,18 +31,63 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
+
+# A masked logit: finite (not -inf), so that neither a softmax nor its gradient can meet
+# inf - inf, and a row with no visible entry stays NaN-free; callers then zero masked
+# probabilities exactly.
+MASKED_LOGIT = -1e30
+
+
+def check_int(owner: str, option: str, value: object, low: int) -> None:
+  """Raise a clear error unless ``value`` is an integer (not a bool) ``>= low``."""
+  if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < low:
+    raise ValueError(f"{owner}: option {option} must be an integer >= {low}, got {value!r}")
 
 
 class Mixer(nnx.Module):
-  """Base class: subclasses implement ``__call__`` and ``flops``.
+  """Base class: subclasses call ``super().__init__`` first and implement ``__call__``, ``flops``.
 
-  Subclasses set ``self.causal`` and ``self.dim`` in ``__init__`` and may override
-  ``receptive_field`` (analytic per-layer reach) and ``impl`` (which kernel runs).
+  ``Mixer.__init__`` validates and stores what every mixer shares: ``dim``, ``causal``,
+  ``layer_idx``, the requested ``impl`` (one of the class's ``IMPLS``) and, for mixers with
+  heads, ``num_heads`` and ``head_dim``. A subclass that resolves ``impl="auto"`` sets
+  ``self._impl`` afterwards; ``requested_impl`` keeps what was asked for. Subclasses may
+  override ``receptive_field`` (analytic per-layer reach).
   """
+
+  IMPLS: tuple[str, ...] = ("default",)
 
   causal: bool
   dim: int
+
+  def __init__(
+    self,
+    dim: int,
+    *,
+    causal: bool,
+    layer_idx: int,
+    impl: str,
+    num_heads: int | None = None,
+  ) -> None:
+    name = self.mixer_name()
+    check_int(name, "dim", dim, 1)
+    if impl not in self.IMPLS:
+      raise ValueError(f"{name}: unknown impl '{impl}'; choose one of {', '.join(self.IMPLS)}")
+    if num_heads is not None:
+      check_int(name, "num_heads", num_heads, 1)
+      if dim % num_heads:
+        raise ValueError(
+          f"{name}: dim={dim} is not divisible by num_heads={num_heads}; change one of them"
+        )
+      self.num_heads, self.head_dim = int(num_heads), dim // num_heads
+    self.dim, self.causal, self.layer_idx = int(dim), bool(causal), layer_idx
+    self.requested_impl = self._impl = impl
+
+  @classmethod
+  def mixer_name(cls) -> str:
+    """The registered short name (the class name for an unregistered base)."""
+    return getattr(cls, "registered_name", cls.__name__)
 
   def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     raise NotImplementedError  # abstract: every registered mixer overrides this
@@ -44,7 +106,7 @@ class Mixer(nnx.Module):
   @property
   def impl(self) -> str:
     """Name of the implementation that runs (e.g. ``"blocked"``, ``"fft"``)."""
-    return "default"
+    return self._impl
 
 
 def param_count(module: nnx.Module) -> int:
