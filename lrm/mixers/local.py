@@ -2,9 +2,12 @@
 
 Query i attends to keys j with ``|i - j| <= window`` (bidirectional) or
 ``i - window <= j <= i`` (causal). This is a true token-centred band, unlike LRA's
-"local attention" baseline, which attends within strided groups (LRA_NOTES.md sections 6
-and 11). A window ``>= L - 1`` is the same pattern as full attention, so it is clamped
-to ``L - 1`` rather than rejected (a model may be run at several lengths).
+"local attention" baseline, which attends within strided groups: google-research/
+long-range-arena ``lra_benchmarks/models/local/local_attention.py`` reshapes the L tokens to
+``[block_size, L / block_size]`` and attends along the first axis, so token t sees the tokens
+with the same ``t mod (L / block_size)``, not its neighbours. A window ``>= L - 1`` is the
+same pattern as full attention, so it is clamped to ``L - 1`` rather than rejected (a model
+may be run at several lengths).
 
 ``impl="blocked"`` (default): the sequence is cut into blocks of ``T = max(window, 16)``
 tokens (``T <= L``); a query block needs only key blocks c-1, c (causal) or c-1, c, c+1,
@@ -34,13 +37,8 @@ import numpy as np
 from flax import nnx
 
 from lrm.mixers import masks
-from lrm.mixers.attention import (
-  AttentionBase,
-  block_sparse_attention,
-  dense_attention,
-  full_rows,
-  key_mask,
-)
+from lrm.mixers.attention import AttentionBase, dense_attention, key_mask
+from lrm.mixers.blocked import block_sparse_attention, full_rows
 from lrm.registry import register
 
 GLOBAL_MODES = ("first", "learned")
@@ -75,8 +73,16 @@ class LocalAttention(AttentionBase):
       raise ValueError(
         f"local: unknown global_mode '{global_mode}'; choose one of {', '.join(GLOBAL_MODES)}"
       )
-    super().__init__(dim, causal=causal, rngs=rngs, num_heads=num_heads, rotary=rotary, impl=impl)
-    self.layer_idx, self.window = layer_idx, int(window)
+    super().__init__(
+      dim,
+      causal=causal,
+      rngs=rngs,
+      layer_idx=layer_idx,
+      num_heads=num_heads,
+      rotary=rotary,
+      impl=impl,
+    )
+    self.window = int(window)
     self.global_tokens, self.global_mode = int(global_tokens), global_mode
     self.learned = global_mode == "learned" and global_tokens > 0
     if self.learned:
@@ -101,11 +107,11 @@ class LocalAttention(AttentionBase):
     if self.learned:
       g = self.global_tokens
       glob = jnp.broadcast_to(self.global_emb[...].astype(x.dtype), (B, g, self.dim))
-      h = jnp.concatenate([glob, x], axis=1)  # [B, g+L, D]
+      h = jnp.concatenate([glob, x], axis=1)  # [B, G+L, D]
       valid = jnp.concatenate([jnp.ones((B, g), bool), valid], axis=1)
     Lx = h.shape[1]
     w, T, W, g = self.geometry(Lx)
-    q, k, v = self.project(h)  # [B, N, Lx, H]
+    q, k, v = self.project(h)  # [B, N, G+L, H] (learned) or [B, N, L, H]
     if self.impl == "dense":
       m = masks.local_global_mask(Lx, w, g, causal=self.causal)
       o = dense_attention(q, k, v, valid[:, None, None, :] & m)
@@ -118,7 +124,7 @@ class LocalAttention(AttentionBase):
   def _blocked(self, q, k, v, valid, w: int, T: int, W: int, g: int) -> jax.Array:
     Lx, Lp = q.shape[2], W * T
     pad = ((0, 0), (0, 0), (0, Lp - Lx), (0, 0))
-    q, k, v = (jnp.pad(a, pad) for a in (q, k, v))  # [B, N, Lp, H]
+    q, k, v = (jnp.pad(a, pad) for a in (q, k, v))  # [B, N, W*T, H]
     valid = jnp.pad(valid, ((0, 0), (0, Lp - Lx)))  # padded tail is never a key
     o = block_sparse_attention(
       q,
@@ -133,9 +139,9 @@ class LocalAttention(AttentionBase):
       window=w,
       min_key=g,  # global keys come through `shared`, never twice
       shared=np.arange(g) if g else None,
-    )  # [B, N, Lp, H]
+    )  # [B, N, W*T, H]
     if g and not self.causal and not self.learned:  # learned rows are discarded anyway
-      rows = full_rows(q, k, v, valid, 0, g, causal=False)  # [B, N, g, H]
+      rows = full_rows(q, k, v, valid, 0, g, causal=False)  # [B, N, G, H]
       o = jnp.concatenate([rows, o[:, :, g:]], axis=2)
     return o[:, :, :Lx]
 

@@ -8,7 +8,7 @@ Functions of a block table return numpy arrays for a numpy table and jax arrays 
 (e.g. resampled) one.
 
 Block patterns work on ``W = ceil(L / T)`` blocks of ``T`` tokens; a last partial block
-is treated as a whole block and the token mask is cut to ``[L, L]``.
+is treated as a whole block and the token mask is cut to ``[L, S]`` (S = L).
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ def block_adjacency(idx: ArrayLike, valid: ArrayLike, blocks: int) -> ArrayLike:
 
 
 def expand_blocks(adjacency: ArrayLike, block: int, length: int) -> ArrayLike:
-  """Block-level ``[W, W]`` -> token-level ``[L, L]``.  A 2x2 [[1,0],[1,1]], T=2, L=3::
+  """Block-level ``[W, W]`` -> token-level ``[L, S]``.  A 2x2 [[1,0],[1,1]], T=2, L=3::
 
   1 1 0
   1 1 0

@@ -22,13 +22,8 @@ import numpy as np
 from flax import nnx
 
 from lrm.mixers import masks
-from lrm.mixers.attention import (
-  AttentionBase,
-  block_sparse_attention,
-  dense_attention,
-  full_rows,
-  key_mask,
-)
+from lrm.mixers.attention import AttentionBase, dense_attention, key_mask
+from lrm.mixers.blocked import block_sparse_attention, full_rows
 from lrm.registry import register
 
 POLICIES = ("fixed", "resample")
@@ -48,13 +43,13 @@ class RandomBlocksBase(AttentionBase):
 
   IMPLS = ("gather", "dense")
 
-  def _setup(self, rngs: nnx.Rngs, block_size: int, policy: str, seed: int, layer_idx: int):
-    name = type(self).registered_name
+  def _setup(self, rngs: nnx.Rngs, block_size: int, policy: str, seed: int):
+    name = self.mixer_name()
     if block_size < 1:
       raise ValueError(f"{name}: block_size must be >= 1, got {block_size}")
     if policy not in POLICIES:
       raise ValueError(f"{name}: unknown policy '{policy}'; choose one of {', '.join(POLICIES)}")
-    self.block_size, self.policy, self.seed, self.layer_idx = block_size, policy, seed, layer_idx
+    self.block_size, self.policy, self.seed = block_size, policy, seed
     self.deterministic = False  # model.eval() sets True: then "resample" uses the fixed draw
     self.rng = _fork_stream(rngs, name) if policy == "resample" else None
 
@@ -87,7 +82,7 @@ class RandomBlocksBase(AttentionBase):
     else:
       Lp = W * T
       pad = ((0, 0), (0, 0), (0, Lp - L), (0, 0))
-      q, k, v = (jnp.pad(a, pad) for a in (q, k, v))  # [B, N, Lp, H]
+      q, k, v = (jnp.pad(a, pad) for a in (q, k, v))  # [B, N, W*T, H]
       valid = jnp.pad(valid, ((0, 0), (0, Lp - L)))  # padded tail is never a key
       o = self.gather(q, k, v, valid, T, W, idx, ok)[:, :, :L]
     return self.merge(o, x.dtype)
@@ -121,9 +116,17 @@ class RandomAttention(RandomBlocksBase):
   ):
     if num_random_blocks < 0:
       raise ValueError(f"random: num_random_blocks must be >= 0, got {num_random_blocks}")
-    super().__init__(dim, causal=causal, rngs=rngs, num_heads=num_heads, rotary=rotary, impl=impl)
+    super().__init__(
+      dim,
+      causal=causal,
+      rngs=rngs,
+      layer_idx=layer_idx,
+      num_heads=num_heads,
+      rotary=rotary,
+      impl=impl,
+    )
     self.num_random = num_random_blocks
-    self._setup(rngs, block_size, policy, seed, layer_idx)
+    self._setup(rngs, block_size, policy, seed)
 
   def candidates(self, blocks: int) -> np.ndarray:
     return masks.random_candidates(blocks, causal=self.causal)
@@ -185,13 +188,18 @@ class BigBirdAttention(RandomBlocksBase):
         f"bigbird: global_blocks and random_blocks must be >= 0, got {global_blocks}, "
         f"{random_blocks}"
       )
-    super().__init__(dim, causal=causal, rngs=rngs, num_heads=num_heads, rotary=rotary, impl=impl)
-    self.window_blocks, self.global_blocks, self.num_random = (
-      window_blocks,
-      global_blocks,
-      random_blocks,
+    super().__init__(
+      dim,
+      causal=causal,
+      rngs=rngs,
+      layer_idx=layer_idx,
+      num_heads=num_heads,
+      rotary=rotary,
+      impl=impl,
     )
-    self._setup(rngs, block_size, policy, seed, layer_idx)
+    self.window_blocks, self.global_blocks = window_blocks, global_blocks
+    self.num_random = random_blocks
+    self._setup(rngs, block_size, policy, seed)
 
   def candidates(self, blocks: int) -> np.ndarray:
     return masks.bigbird_candidates(
@@ -204,12 +212,12 @@ class BigBirdAttention(RandomBlocksBase):
     )
 
   def layout(self, W: int) -> tuple[int, int, tuple[int, ...], np.ndarray]:
-    """(front, back) global block counts, window offsets, band_ok [middle, O]."""
+    """(front, back) global block counts, window offsets, band_ok [Q, O] (Q middle blocks)."""
     front, back = masks.global_blocks_split(W, self.global_blocks)
     h = self.window_blocks // 2
     offsets = tuple(range(-h, 1 if self.causal else h + 1))
     glob = masks.is_global_block(W, self.global_blocks)
-    nbr = np.arange(front, W - back)[:, None] + np.asarray(offsets)  # [middle, O]
+    nbr = np.arange(front, W - back)[:, None] + np.asarray(offsets)  # [Q, O], Q middle blocks
     inside = (nbr >= 0) & (nbr < W)
     band_ok = inside & ~glob[np.clip(nbr, 0, W - 1)]  # global neighbours come via `shared`
     return front, back, offsets, band_ok
@@ -220,7 +228,7 @@ class BigBirdAttention(RandomBlocksBase):
     mid = W - front - back
     pieces = []
     if front:
-      pieces.append(full_rows(q, k, v, valid, 0, front * T, self.causal))  # [B, N, fT, H]
+      pieces.append(full_rows(q, k, v, valid, 0, front * T, self.causal))  # [B, N, front*T, H]
     if mid:
       shared = np.arange(front * T)  # earlier-or-later global keys every middle row sees
       if back and not self.causal:
@@ -244,7 +252,7 @@ class BigBirdAttention(RandomBlocksBase):
       )  # [B, N, mid*T, H]
     if back:
       pieces.append(full_rows(q, k, v, valid, (W - back) * T, Lp, self.causal))
-    return jnp.concatenate(pieces, axis=2)  # [B, N, Lp, H]
+    return jnp.concatenate(pieces, axis=2)  # [B, N, W*T, H]
 
   def flops(self, length: int) -> int:
     T, W = self.geometry(length)
