@@ -17,8 +17,8 @@ the softmax as in fairseq); a row with no real tap (a padded query) gets all-zer
 Implementations (kernels in ``dynamic_kernels.py``, all accumulating in float32): ``unfold``
 (shift-and-weight, O(L K D)), ``blocked`` (per-block band matmuls, O(L (T+K) D)) and ``dense``
 (the [B, N, L, S] banded matrix gathered from the taps: the O(L^2 D) oracle). ``auto`` =
-unfold for K <= 128, else blocked: at long K its band matmuls beat K separate slices even
-though they compute more FLOPs (the README's benchmarks have measured times).
+unfold for K <= 128, else blocked: on CPU, unfold was faster for short kernels and the
+band matmuls for long ones, although they compute more FLOPs.
 """
 
 from __future__ import annotations
