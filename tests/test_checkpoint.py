@@ -19,13 +19,13 @@ pytestmark = [
 ]
 
 
-def wait_for_checkpoint(proc, workdir: Path, timeout: float = 240) -> int:
-  """Poll until the first finished checkpoint appears; return its step."""
+def wait_for_checkpoint(proc, workdir: Path, timeout: float = 240, at_least: int = 1) -> int:
+  """Poll until a finished checkpoint of step >= ``at_least`` appears; return its step."""
   end = time.monotonic() + timeout
   while time.monotonic() < end:
     steps = [int(p.name) for p in (workdir / "checkpoints").glob("*") if p.name.isdigit()]
-    if steps:
-      return min(steps)
+    if steps and max(steps) >= at_least:
+      return max(steps)
     if proc.poll() is not None:
       raise AssertionError(f"training ended before a checkpoint: {proc.communicate()[1][-2000:]}")
     time.sleep(0.02)
@@ -43,10 +43,16 @@ def assert_same_run(a: Path, b: Path) -> None:
 
 
 @pytest.mark.slow
-def test_sigkill_then_rerun_continues_exactly(reference_run, cli, tiny_config, tmp_path):
+@pytest.mark.parametrize("kill_after", [1, 6, 10])
+def test_sigkill_then_rerun_continues_exactly(
+  kill_after, reference_run, cli, tiny_config, tmp_path
+):
+  """Killed as soon as the checkpoint of step ``kill_after`` is committed (whatever it is doing
+  then: training, evaluating, saving or deleting an old checkpoint), the rerun ends exactly
+  like the run that never stopped."""
   args = (f"--config={tiny_config}:{REFERENCE}", f"--workdir={tmp_path}")
   proc = cli("train.py", *args)
-  first = wait_for_checkpoint(proc, tmp_path)
+  first = wait_for_checkpoint(proc, tmp_path, at_least=kill_after)
   proc.send_signal(signal.SIGKILL)
   proc.communicate()
   assert proc.returncode == -signal.SIGKILL
