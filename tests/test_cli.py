@@ -121,7 +121,7 @@ def test_evaluate_cli_reads_only_the_run_directory(reference_run, capsys):
   rc = evaluate.main(["evaluate.py", f"--workdir={reference_run}", "--checkpoint=best"])
   out, err = capsys.readouterr()
   assert rc == 0, err
-  printed = json.loads(out[out.index("{") :])
+  printed = json.loads(out)  # stdout is the JSON alone
   results = json.loads((reference_run / "results.json").read_text())
   assert printed["step"] == results["best"]["step"] and printed["split"] == "test"
   assert printed["metrics"] == pytest.approx(results["best"]["test"], abs=1e-6)
