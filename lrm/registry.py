@@ -28,6 +28,11 @@ def register(kind: str, name: str) -> Callable[[Any], Any]:
   return deco
 
 
+def unregister(kind: str, name: str) -> None:
+  """Remove a name (for tests that register a throwaway class)."""
+  _REGISTRY.get(kind, {}).pop(name, None)
+
+
 def names(kind: str) -> list[str]:
   return sorted(_REGISTRY.get(kind, {}))
 
