@@ -71,7 +71,7 @@ class DotProductAttention(Baseline):
 
   def receptive_field(self) -> tuple[int, int] | None:
     if self.window is None:
-      return None
+      return super().receptive_field()  # the whole sequence (the whole past, if causal)
     return self.window, 0 if self.causal else self.window
 
   @property

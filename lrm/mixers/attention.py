@@ -181,6 +181,3 @@ class GlobalAttention(AttentionBase):
 
   def flops(self, length: int) -> int:
     return int(self.projection_flops(length) + self.score_flops(length * length))
-
-  def receptive_field(self) -> tuple[int, int] | None:
-    return None

@@ -29,10 +29,16 @@ i depends only on inputs <= i) or bidirectional, fixed at construction.
 
 from __future__ import annotations
 
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+# One side of a receptive field that reaches the end of any sequence: a causal mixer that
+# sees the whole past reports ``(UNBOUNDED, 0)``. An int, so reaches still add up over layers.
+UNBOUNDED = sys.maxsize
 
 # A masked logit: finite (not -inf), so that neither a softmax nor its gradient can meet
 # inf - inf, and a row with no visible entry stays NaN-free; callers then zero masked
@@ -100,8 +106,12 @@ class Mixer(nnx.Module):
     return param_count(self)
 
   def receptive_field(self) -> tuple[int, int] | None:
-    """(left, right) reach of one layer in tokens; None means the whole sequence."""
-    return None
+    """(left, right) reach of one layer in tokens; None means the whole sequence.
+
+    A side may be ``UNBOUNDED`` (the whole past of a causal mixer: ``(UNBOUNDED, 0)``). The
+    default, for mixers without a bound, follows causality.
+    """
+    return (UNBOUNDED, 0) if self.causal else None
 
   @property
   def impl(self) -> str:

@@ -87,9 +87,6 @@ class RandomBlocksBase(AttentionBase):
       o = self.gather(q, k, v, valid, T, W, idx, ok)[:, :, :L]
     return self.merge(o, x.dtype)
 
-  def receptive_field(self) -> tuple[int, int] | None:
-    return None
-
 
 @register("mixer", "random")
 class RandomAttention(RandomBlocksBase):
