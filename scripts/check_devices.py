@@ -17,7 +17,11 @@ def main(argv: list[str] | None = None) -> int:
   from lrm.train import sharding
 
   if "--multihost" in argv[1:]:
-    sharding.initialize_distributed()
+    try:
+      sharding.initialize_distributed()  # prints the layout
+    except ValueError as e:  # launch.LayoutError: no multi-process environment
+      print(f"error: {e}", file=sys.stderr)
+      return 2
   elif len(argv) > 1:
     print(f"error: unknown arguments {argv[1:]}; the only flag is --multihost", file=sys.stderr)
     return 2

@@ -6,15 +6,17 @@ Each process reads its own shard of the data and contributes ``batch_size / proc
 rows; ``jax.make_array_from_process_local_data`` assembles the global batch. On one CPU
 this is a mesh of one device and costs nothing.
 
-Multi-host runs (TPU pods, several GPU nodes) call ``initialize_distributed()`` first, which
-is ``jax.distributed.initialize()`` with JAX's auto-detection (TPU VMs, SLURM, Open MPI,
-Kubernetes); the coordinator can also be given with the environment variables
-``LRM_COORDINATOR=host:port``, ``LRM_NUM_PROCESSES`` and ``LRM_PROCESS_ID``.
+Multi-host runs (TPU pods, several GPU nodes) call ``initialize_distributed()`` first: the
+process layout (coordinator, process count and id, local devices) is computed from the
+environment by ``lrm.train.launch.layout`` (SLURM, TPU VMs, or ``LRM_COORDINATOR=host:port``,
+``LRM_NUM_PROCESSES``, ``LRM_PROCESS_ID``) and passed to ``jax.distributed.initialize``
+explicitly, never left to JAX's own guess.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,20 +25,23 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from lrm.train import launch
+
 AXIS = "data"
 
 
-def initialize_distributed() -> None:
-  """Join a multi-process run; must be called before any other JAX call."""
-  addr = os.environ.get("LRM_COORDINATOR")
-  if addr:
-    jax.distributed.initialize(
-      coordinator_address=addr,
-      num_processes=int(os.environ["LRM_NUM_PROCESSES"]),
-      process_id=int(os.environ["LRM_PROCESS_ID"]),
-    )
-  else:
-    jax.distributed.initialize()  # auto-detects TPU pods, SLURM, Open MPI, k8s
+def initialize_distributed() -> launch.Layout:
+  """Join a multi-process run; must be called before any other JAX call. Raises
+  ``launch.LayoutError`` (one line) when the environment describes no such run."""
+  lay = launch.layout(os.environ)
+  print(f"[lrm] {lay.describe()}", file=sys.stderr, flush=True)
+  jax.distributed.initialize(
+    coordinator_address=lay.coordinator,
+    num_processes=lay.num_processes,
+    process_id=lay.process_id,
+    local_device_ids=None if lay.local_device_ids is None else list(lay.local_device_ids),
+  )
+  return lay
 
 
 def make_mesh() -> Mesh:
