@@ -6,8 +6,9 @@ r"""Train a model: any task, any mixer, from one CPU to a TPU pod.
 
 Rerunning the same command resumes from the newest checkpoint; a different config in the
 same workdir is refused unless --restart is given (which deletes that run first). Flags:
---multihost joins a multi-process run (jax.distributed.initialize(); see
-scripts/launch_tpu_pod.sh and scripts/slurm_multigpu.sh). One process at a time may write a
+--multihost joins a multi-process run (the layout that lrm/train/launch.py reads from the
+environment, given to jax.distributed.initialize(); see scripts/launch_tpu_pod.sh and
+scripts/slurm_multigpu.sh). One process at a time may write a
 workdir (a lock; a second one is refused). Exit codes: 0 done, or preempted after a save
 (SIGTERM in the loop: checkpoint saved, rerun to resume); 2 bad input or a refused workdir;
 3 training diverged (NaN/inf loss); 4 I/O failure (disk full, read-only, permission denied,
@@ -110,9 +111,12 @@ def main(argv: list[str] | None = None) -> int:
   if fv.config is None or fv.workdir is None:
     return error(f"--config and --workdir are required ({USAGE})")
   if fv.multihost:
-    from lrm.train import sharding
+    from lrm.train import launch, sharding
 
-    sharding.initialize_distributed()
+    try:
+      sharding.initialize_distributed()
+    except launch.LayoutError as e:
+      return error(e)
 
   from lrm.train import guard
 
