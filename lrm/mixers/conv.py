@@ -55,6 +55,21 @@ def resolve_impl(impl: str, kernel_size: int, depthwise: bool, backend: str) -> 
   return "toeplitz" if backend == "tpu" else "fft"
 
 
+def depthwise_flops(impl: str, length: int, kernel_size: int, dilation: int, dim: int) -> float:
+  """Forward FLOPs of one depthwise K-tap conv over ``length`` tokens and ``dim`` channels by
+  ``impl`` (direct, toeplitz or fft; 2.5 n log2 n per real FFT)."""
+  L, K, D = length, kernel_size, dim
+  if impl == "direct":
+    return 2 * K * L * D
+  if impl == "toeplitz":
+    T, c, nb = toeplitz_shape(L, K, dilation)
+    return 2 * nb * T * c * T * D
+  n, _, chunks = fft_plan(L, K, dilation)
+  # per window: transforms of x and y and a complex product (6 flops) per frequency;
+  # the kernel is transformed once
+  return chunks * (fft_flops(n) * 2 * D + 6 * (n // 2 + 1) * D) + fft_flops(n) * D
+
+
 @register("mixer", "conv")
 class Conv(Mixer):
   """1D convolution mixer: ``[B, L, D] -> [B, L, D]`` (see module docstring).
@@ -120,20 +135,15 @@ class Conv(Mixer):
   def flops(self, length: int) -> int:
     """Forward FLOPs for one sequence. FFT paths use 2.5 n log2 n per real transform."""
     L, D, K, dil = length, self.dim, self.kernel_size, self.dilation
-    if self._impl == "direct":
-      taps = 2 * K * L * D
-      total = taps * D if not self.depthwise else taps
-    elif self._impl == "toeplitz":
-      T, c, nb = toeplitz_shape(L, K, dil)
-      total = 2 * nb * T * c * T * D
+    if self.depthwise:
+      total = depthwise_flops(self._impl, L, K, dil, D)
+    elif self._impl == "direct":
+      total = 2 * K * L * D * D
     else:
-      n, _, chunks = fft_plan(L, K, dil) if self.depthwise else (fft_size(L, K, dil), L, 1)
-      F = n // 2 + 1
-      kernels = D if self.depthwise else D * D
-      # Per window: transforms of x and y, and the complex product per frequency (6 flops
-      # depthwise, 8 per multiply-add full); the kernel is transformed once.
-      per_window = fft_flops(n) * 2 * D + (6 if self.depthwise else 8) * F * kernels
-      total = chunks * per_window + fft_flops(n) * kernels
+      n = fft_size(L, K, dil)
+      # transforms of x and y, a complex multiply-add (8) per frequency and channel pair,
+      # and the D x D kernels' transforms
+      total = fft_flops(n) * 2 * D + 8 * (n // 2 + 1) * D * D + fft_flops(n) * D * D
     total += L * D  # bias
     if self.pointwise is not None:
       total += 2 * L * D * D + L * D

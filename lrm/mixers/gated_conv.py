@@ -1,0 +1,120 @@
+"""``gated_conv``: a short convolution gated by a projection of the input (BaseConv).
+
+Zoology's BaseConv (Arora et al. 2023) and the short-conv half of H3 (Fu et al. 2023) and
+Hyena (Poli et al. 2023) multiply a convolution of the input elementwise by a projection of
+the same input. That multiplicative interaction lets a static kernel select content (the
+gate is a function of the token, the taps are not), which an ungated ``conv`` cannot::
+
+  g, u = Linear(x)            # [B, L, 2D] split in two
+  y = Out(g * conv(u))        # depthwise K taps, then a D x D output projection
+
+The conv is the ``conv`` mixer's depthwise kernel with the same window convention and
+receptive-field rule (K = 2w + 1 centred, w + 1 causal; ``conv_kernels.conv_offsets``) and the
+same implementations (``direct``, ``fft``, ``toeplitz``; ``auto`` picks as ``conv`` does). The
+gate is pointwise, so the field is exactly the kernel's. ``impl="dense"`` is the oracle: the
+conv as an explicit ``[L, S, D]`` banded Toeplitz matrix (``banded_matrix``), O(L^2 D).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from lrm.mixers import presets
+from lrm.mixers.base import Mixer, check_int, zero_padded
+from lrm.mixers.conv import KERNELS, depthwise_flops, resolve_impl
+from lrm.mixers.conv_kernels import ACC, conv_offsets
+from lrm.registry import register
+
+
+def banded_matrix(w: jax.Array, length: int, left: int, dilation: int = 1) -> jax.Array:
+  """Oracle of a depthwise conv: ``w [K, D] -> [L, S, D]`` with ``out[i, j] = w[k]`` where
+  ``j = i - left + k * dilation`` (0 elsewhere), so that ``y = einsum("LSD,BSD->BLD", out, x)``.
+
+  K=2, left=1 (causal), L=3, one channel::
+
+    w1 0  0
+    w0 w1 0
+    0  w0 w1
+  """
+  K = w.shape[0]
+  off = np.arange(length)[None, :] - np.arange(length)[:, None] + left  # [L, S]
+  tap = off // dilation
+  inside = (off >= 0) & (off % dilation == 0) & (tap < K)
+  band = jnp.take(w, np.where(inside, tap, 0), axis=0)  # [L, S, D]
+  return jnp.where(inside[..., None], band, jnp.zeros((), w.dtype))
+
+
+def dense_conv(x: jax.Array, w: jax.Array, left: int, dilation: int = 1) -> jax.Array:
+  """``x [B, L, D]`` through the banded matrix of ``w [K, D]``: float32 ``[B, L, D]``."""
+  band = banded_matrix(w.astype(ACC), x.shape[1], left, dilation)  # [L, S, D]
+  return jnp.einsum("LSD,BSD->BLD", band, x.astype(ACC))
+
+
+@register("mixer", "gated_conv")
+class GatedConv(Mixer):
+  """BaseConv-style gated depthwise convolution: ``[B, L, D] -> [B, L, D]``.
+
+  Args:
+    dim: model width D.
+    causal: left-padded window (output i sees i-(K-1)*dilation..i) instead of centred.
+    kernel_size: taps K.
+    dilation: spacing between taps.
+    impl: "auto", "direct", "fft", "toeplitz" (the ``conv`` kernels) or "dense" (the oracle).
+  """
+
+  IMPLS = ("auto", "direct", "fft", "toeplitz", "dense")
+
+  def __init__(
+    self,
+    dim: int,
+    *,
+    causal: bool,
+    rngs: nnx.Rngs,
+    layer_idx: int = 0,
+    kernel_size: int = 3,
+    dilation: int = 1,
+    impl: str = "auto",
+  ):
+    super().__init__(dim, causal=causal, layer_idx=layer_idx, impl=impl)
+    check_int("gated_conv", "kernel_size", kernel_size, 1)
+    check_int("gated_conv", "dilation", dilation, 1)
+    self.kernel_size, self.dilation = int(kernel_size), int(dilation)
+    self.left, self.right = conv_offsets(self.kernel_size, self.dilation, self.causal)
+    if impl != "dense":
+      self._impl = resolve_impl(impl, self.kernel_size, True, jax.default_backend())
+    self.proj = nnx.Linear(dim, 2 * dim, rngs=rngs)  # gate and conv input
+    init = nnx.initializers.normal(kernel_size**-0.5)
+    self.kernel = nnx.Param(init(rngs.params(), (kernel_size, dim)))  # [K, D]
+    self.bias = nnx.Param(jnp.zeros((dim,)))
+    self.out = nnx.Linear(dim, dim, rngs=rngs)
+
+  def receptive_field(self) -> tuple[int, int]:
+    return self.left, self.right
+
+  def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    gate, u = jnp.split(self.proj(x), 2, axis=-1)  # [B, L, D] each
+    u = zero_padded(u, mask)  # the projection's bias must not leak from padded tokens
+    w = self.kernel[...]
+    if self._impl == "dense":
+      y = dense_conv(u, w, self.left, self.dilation)  # [B, L, D] float32
+    else:
+      y = KERNELS[(True, self._impl)](u, w, self.left, self.right, self.dilation)
+    y = (y + self.bias[...]).astype(x.dtype) * gate
+    return self.out(y).astype(x.dtype)
+
+  def flops(self, length: int) -> int:
+    """Forward FLOPs for one sequence (the dense oracle counts its full L x S band)."""
+    L, D = length, self.dim
+    if self._impl == "dense":
+      conv = 3 * L * L * D  # the band's select and its matmul
+    else:
+      conv = depthwise_flops(self._impl, L, self.kernel_size, self.dilation, D)
+    proj = 2 * L * D * 2 * D + 2 * L * D  # input projection and its bias
+    out = 2 * L * D * D + L * D
+    return int(proj + conv + 2 * L * D + out)  # + conv bias and gate product
+
+
+presets.register("gated_conv", lambda r: dict(name="gated_conv", kernel_size=r.kernel))
