@@ -1,14 +1,17 @@
-"""Receptive-field measurement and FLOP counting."""
+"""Receptive-field measurement, effective kernels and FLOP counting."""
 
 from __future__ import annotations
 
+import json
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from flax import nnx
 
 from lrm import heads
-from lrm.analysis import counting
+from lrm.analysis import content, counting
 from lrm.analysis import receptive_field as rf
 from lrm.model import Encoder
 
@@ -55,6 +58,7 @@ def test_hybrid_stack_and_clipping_at_the_edges():
   assert fields[0].measured == fields[0].analytic == (0, 3)
   assert fields[1].measured == fields[1].analytic == (0, 4)
   assert "conv" in rf.format_table(fields, 1, 30)
+  assert json.loads(json.dumps(fields[1].to_dict()))["analytic_size"] == 5
   with pytest.raises(ValueError, match="outside"):
     rf.measure(encoder(pattern, 2), 30, position=30)
 
@@ -89,3 +93,18 @@ def test_param_count_and_train_flops():
   assert counting.train_flops_per_token(model, 32) == pytest.approx(
     3 * counting.forward_flops(model, 32) / 32
   )
+
+
+def test_effective_kernels_static_for_conv_content_dependent_for_attention():
+  tokens = jax.random.randint(jax.random.key(1), (1, 24), 0, 7)
+  pattern = [{"name": "conv", "kernel_size": 5}, {"name": "local", "window": 2, "num_heads": 2}]
+  enc = encoder(pattern, 2)
+  conv, local = (content.layer_kernels(enc, tokens, layer, radius=3) for layer in (0, 1))
+  assert list(conv.positions) == list(content.sample_positions(24, 3)) and len(conv.positions) > 8
+  assert conv.variation < 1e-5 < 1e-2 < local.variation
+  np.testing.assert_allclose(conv.kernels.sum(axis=1), 1.0, rtol=1e-6)
+  assert not conv.kernels[:, [0, -1]].any()  # kernel 5 reaches offsets -2..2 only
+  saved = json.loads(json.dumps(local.to_dict()))
+  assert saved["offsets"] == list(range(-3, 4)) and saved["variation"] == local.variation
+  assert np.asarray(saved["kernels"]).shape == (len(local.positions), 7)
+  assert list(content.sample_positions(5, 3)) == [0, 1, 2, 3, 4]  # shorter than the window

@@ -1,10 +1,12 @@
 """Budget matching: size a model so that different mixers cost the same.
 
-Given a target (parameter count, or training FLOPs per token at the task's length), the model
-width D is searched first (in steps that keep D divisible by the mixers' head counts), then
-the MLP hidden width is tuned to land on the target; ``achieved`` is reported next to the
-target so a study can show how close every cell came. Models are built abstractly
-(``nnx.eval_shape``), so matching allocates no parameters.
+Given a target (parameter count, or training FLOPs per token at the task's length: the costs
+``params`` and ``train_flops_per_token`` of ``lrm.run.model_costs``, the names every run's
+results.json reports), the model width D is searched first (in steps that keep D divisible
+by the mixers' head counts, over one spec or a hybrid list), then the MLP hidden width is
+tuned to land on the target; ``achieved`` is reported next to the target so a study can show
+how close every cell came. Models are built abstractly (``nnx.eval_shape``), so matching
+allocates no parameters.
 """
 
 from __future__ import annotations
@@ -14,13 +16,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import jax
 from flax import nnx
 
-from lrm.analysis import counting
+from lrm.run import model_costs
 from lrm.tasks.base import Task
 
-RULES = ("params", "flops")
+RULES = {"params": "params", "flops": "train_flops_per_token"}  # rule -> the cost it equalises
 
 
 @dataclass
@@ -40,12 +41,11 @@ def measure(task: Task, model_cfg: Mapping[str, Any], rule: str) -> float:
   if rule not in RULES:
     raise ValueError(f"unknown budget rule '{rule}'; choose one of {', '.join(RULES)}")
   model = nnx.eval_shape(lambda: task.build_model(dict(model_cfg), nnx.Rngs(0)))
-  if rule == "params":
-    return float(sum(math.prod(p.shape) for p in jax.tree.leaves(nnx.state(model, nnx.Param))))
-  return counting.train_flops_per_token(model, task.seq_len)
+  return float(model_costs(model, task.seq_len)[RULES[rule]])
 
 
 def _heads(model_cfg: Mapping[str, Any]) -> int:
+  """Least common multiple of the head counts of every spec (one spec or a hybrid list)."""
   mixer = model_cfg["mixer"]
   specs = [mixer] if isinstance(mixer, Mapping) else list(mixer)
   out = 1

@@ -6,11 +6,15 @@ output position i at offset o is the size of the Jacobian block ``d y_i / d x_{i
 so it is the same at every position (variation 0); attention, dynamic convolution and
 involution compute a new kernel from the content at each position. ``variation`` is the mean
 total-variation distance between each position's kernel and the average kernel (0..1).
+
+``EffectiveKernels.to_dict()`` is plain JSON (a study stores it in each cell's cell.json, and
+its report draws the panel from there without JAX).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +31,15 @@ class EffectiveKernels:
   kernels: np.ndarray  # [P, K] normalised |d y_i / d x_{i+o}|
   variation: float  # mean TV distance to the mean kernel, 0 = static kernel
 
+  def to_dict(self) -> dict[str, Any]:
+    """JSON-able: ``offsets``, ``positions``, ``kernels`` (rows per position), ``variation``."""
+    return {
+      "offsets": [int(o) for o in self.offsets],
+      "positions": [int(p) for p in self.positions],
+      "kernels": np.round(self.kernels, 6).tolist(),
+      "variation": self.variation,
+    }
+
 
 def mixer_input(encoder: Encoder, tokens: jax.Array, layer: int, mask=None) -> jax.Array:
   """The activations that block ``layer`` (0-based) feeds its mixer: ``norm1(h_{layer})``."""
@@ -35,6 +48,14 @@ def mixer_input(encoder: Encoder, tokens: jax.Array, layer: int, mask=None) -> j
   for block in list(encoder.blocks)[:layer]:
     x = block(x, mask)
   return encoder.blocks[layer].norm1(x)
+
+
+def sample_positions(length: int, radius: int, count: int = 24) -> np.ndarray:
+  """About ``count`` output positions whose whole ±radius window lies inside the sequence
+  (every position when the sequence is shorter than the window)."""
+  if length <= 2 * radius:
+    return np.arange(length)
+  return np.arange(radius, length - radius, max(1, (length - 2 * radius) // count))
 
 
 def effective_kernels(
@@ -68,25 +89,9 @@ def effective_kernels(
   return EffectiveKernels(offsets, np.asarray(positions), kernels, variation)
 
 
-def plot_side_by_side(panels: dict[str, EffectiveKernels], path: str) -> None:
-  """Heatmaps (position x offset) of effective kernels, one panel per mixer."""
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
-  for ax, (name, ek) in zip(axes[0], panels.items(), strict=True):
-    im = ax.imshow(
-      ek.kernels,
-      aspect="auto",
-      cmap="viridis",
-      extent=(ek.offsets[0] - 0.5, ek.offsets[-1] + 0.5, len(ek.positions), 0),
-    )
-    ax.set_title(f"{name}\nkernel variation {ek.variation:.3f}", fontsize=9)
-    ax.set_xlabel("offset o (input i + o)")
-    ax.set_ylabel("sampled output position")
-    fig.colorbar(im, ax=ax, fraction=0.046)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+def layer_kernels(encoder: Encoder, tokens: jax.Array, layer: int, radius: int) -> EffectiveKernels:
+  """Effective kernels of block ``layer``'s mixer on real ``tokens [1, L]``, at positions
+  sampled by ``sample_positions``."""
+  x = mixer_input(encoder, tokens, layer=layer)  # [1, L, D]
+  positions = sample_positions(tokens.shape[1], radius)
+  return effective_kernels(encoder.blocks[layer].mixer, x, positions, radius)

@@ -9,7 +9,8 @@ stack because it only uses gradients; the analytic reach comes from each mixer's
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +34,10 @@ class Field:
   @property
   def analytic_size(self) -> int:
     return self.analytic[1] - self.analytic[0] + 1
+
+  def to_dict(self) -> dict[str, Any]:
+    """JSON-able, with ``analytic_size`` (what a study's cell.json stores)."""
+    return {**asdict(self), "analytic_size": self.analytic_size}
 
 
 def analytic_reach(encoder: Encoder) -> list[tuple[int | None, int | None]]:
