@@ -1,11 +1,12 @@
 """Run a study: a grid of ordinary training runs compared at matched budgets.
 
-  python scripts/study.py --study=experiments/studies/local_vs_conv.py --out=results/local_vs_conv \
+  python scripts/study.py --study=experiments/studies/local_vs_conv.py --out=runs/local_vs_conv \
       [--scale=small|full] [--only=recall/] [--report_only]
 
 Finished cells are skipped, so rerunning the same command resumes an interrupted study.
 Writes <out>/REPORT.md with tables and PNG plots; every cell is a run directory under
-<out>/runs/ that scripts/evaluate.py can re-evaluate.
+<out>/runs/ that scripts/evaluate.py can re-evaluate. --report_only rewrites the report from
+the cells' JSON files (lrm/study/report.py: nothing is restored or recomputed).
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lrm import study
-from lrm.study_report import write_report
+from lrm.study import grid, report, run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,15 +27,15 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--list", action="store_true", help="print the cells and exit")
   args = p.parse_args(argv)
   try:
-    spec = study.load_study(args.study, args.scale)
+    spec = grid.load_study(args.study, args.scale)
     if args.list:
-      for cell in study.expand(spec):
+      for cell in grid.expand(spec):
         print(cell.key)
       return 0
     if args.report_only:
-      print(write_report(spec, args.out))
+      print(report.write_report(spec, args.out))
       return 0
-    study.run(args.study, args.out, args.scale, only=args.only)
+    run.run_study(args.study, args.out, args.scale, only=args.only)
   except (FileNotFoundError, KeyError, ValueError) as e:
     print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
     return 2
