@@ -13,11 +13,10 @@ import json
 import sys
 
 from absl import app, flags
-from flax import nnx
 from ml_collections import config_flags
 
-from lrm import tasks
 from lrm.analysis import receptive_field as rf
+from lrm.run import Run
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config", lock_config=True)
 _POSITION = flags.DEFINE_integer("position", None, "output position (default: the middle)")
@@ -35,21 +34,16 @@ def main(argv: list[str]) -> int:
     )
     return 2
   try:
-    task = tasks.build({"name": cfg.task, **cfg.data.to_dict()})
-    try:
-      task.vocab_size  # noqa: B018  fixed-vocabulary tasks answer without loading data
-    except Exception:
-      task.setup()
-    model = task.build_model(cfg.model.to_dict(), nnx.Rngs(params=cfg.seed, dropout=cfg.seed + 1))
-    encoder = rf.build_encoder_for_measurement(model)
-    length = _LENGTH.value or min(task.seq_len, 512)
+    run = Run(cfg)  # the task and model exactly as the trainer builds them
+    encoder = rf.build_encoder_for_measurement(run.build_model())
+    length = _LENGTH.value or min(run.task.seq_len, 512)
     position = length // 2 if _POSITION.value is None else _POSITION.value
     fields = rf.measure(encoder, length, position)
   except (KeyError, ValueError) as e:
     print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
     return 2
   if _JSON.value:
-    print(json.dumps([f.__dict__ | {"analytic_size": f.analytic_size} for f in fields]))
+    print(json.dumps([f.to_dict() for f in fields]))
   else:
     print(rf.format_table(fields, position, length))
   return 0
