@@ -9,6 +9,7 @@ embeddings (lrm/analysis/receptive_field.py), so it works for any mixer or hybri
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 
@@ -34,7 +35,8 @@ def main(argv: list[str]) -> int:
     )
     return 2
   try:
-    run = Run(cfg)  # the task and model exactly as the trainer builds them
+    with contextlib.redirect_stdout(sys.stderr):  # set-up notes must not mix with --json
+      run = Run(cfg)  # the task and model exactly as the trainer builds them
     encoder = rf.build_encoder_for_measurement(run.build_model())
     length = _LENGTH.value or min(run.task.seq_len, 512)
     position = length // 2 if _POSITION.value is None else _POSITION.value
