@@ -163,27 +163,41 @@ def test_report_reads_json_only_and_never_imports_jax(tiny_study, tmp_path):
   assert (copy / "REPORT.md").read_text() == (out / "REPORT.md").read_text()
 
 
-def test_old_cell_json_is_reported_then_measured_without_training(tiny_study, tmp_path):
-  spec, out, cells = tiny_study
-  copy = tmp_path / "out"
-  shutil.copytree(out, copy)
-  wd = cells[1].workdir(copy)  # local-w2, as an older lrm wrote it
+def make_old(wd: Path) -> dict:
+  """Rewrite ``wd/cell.json`` as an older lrm wrote it; the current one is returned."""
   info = json.loads((wd / "cell.json").read_text())
   old = {k: info[k] for k in ("cell", "budget", "model", "receptive_field")}
   old |= {"params": info["costs"]["params"], "train_flops_per_token": 1.0}
   (wd / "cell.json").write_text(json.dumps(old))
+  return info
+
+
+def test_old_cell_json_is_reported_then_measured_without_training(tiny_study, tmp_path, capsys):
+  spec, out, cells = tiny_study
+  copy = tmp_path / "out"
+  shutil.copytree(out, copy)
+  wd = cells[1].workdir(copy)  # local-w2
+  info = make_old(wd)
   study = grid.load_study(spec, "small")
   text = report.write_report(study, copy).read_text()
   assert "**Missing measurements:** 1 cells have a cell.json without costs, kernels" in text
   assert "| local w=2 | 1 |" in text and "No effective kernels in `runs/recall/local-w2" in text
   assert "| conv-w2 |" in text and "| local-w2 |" not in text  # the panel has what it can
+  # a run this lrm cannot rebuild keeps its old cell.json, and the study goes on
+  broken = cells[0].workdir(copy)
+  make_old(broken)
+  config = json.loads((broken / "config.json").read_text())
+  config["model"]["mixer"]["name"] = "gone"
+  (broken / "config.json").write_text(json.dumps(config))
   results = (wd / "results.json").read_text()
-  run.run_study(spec, copy, "small", only="local")
+  capsys.readouterr()
+  run.run_study(spec, copy, "small")
+  assert "conv-w2/params/seed0: cell.json kept as it was" in capsys.readouterr().out
   assert (wd / "results.json").read_text() == results  # measured, not trained again
   new = json.loads((wd / "cell.json").read_text())
   assert new["budget"] == info["budget"] and "train_flops_per_token" not in new
   assert new["costs"] == info["costs"] and new["kernels"] == info["kernels"]
-  assert "Missing measurements" not in (copy / "REPORT.md").read_text()
+  assert "**Missing measurements:** 1 cells" in (copy / "REPORT.md").read_text()
 
 
 def test_hybrid_cell_expands_and_its_config_builds(tmp_path, tiny_config):

@@ -69,8 +69,14 @@ def run_cell(plan: grid.Planner, cell: grid.Cell, out: Path) -> dict[str, Any] |
   """Train (or resume) one cell and write its cell.json; results, or None on SIGTERM."""
   wd = cell.workdir(out)
   old = read_cell(wd)
+  radius = grid.kernel_radius(plan.study, cell)
   if (wd / "results.json").exists() and old is not None and "budget" in old:
     results = json.loads((wd / "results.json").read_text())  # trained: only measure again
+    try:
+      measured = measure(wd, cell.mixer, radius)
+    except (OSError, KeyError, ValueError) as e:  # a run this lrm cannot rebuild: keep its file
+      print(f"{cell.key}: cell.json kept as it was; measuring failed: {e}", flush=True)
+      return results
     info = {k: v for k, v in old.items() if k not in report.OLD_COSTS}
   else:
     cfg, match = plan.config(cell)
@@ -79,13 +85,8 @@ def run_cell(plan: grid.Planner, cell: grid.Cell, out: Path) -> dict[str, Any] |
       return None
     budget = {"rule": match.rule, "target": match.target, "achieved": match.achieved}
     info = {"budget": budget, "model": match.model}
-  info = {
-    "cell": cell.to_dict(),
-    "key": cell.key,
-    "name": cell.name,
-    **info,
-    **measure(wd, cell.mixer, grid.kernel_radius(plan.study, cell)),
-  }
+    measured = measure(wd, cell.mixer, radius)
+  info = {"cell": cell.to_dict(), "key": cell.key, "name": cell.name, **info, **measured}
   rundir.write_json(wd / "cell.json", info)
   return results
 
