@@ -196,6 +196,7 @@ def content_section(study: Mapping[str, Any], rows: list[dict[str, Any]], out: P
   lines = []
   if panels:
     plots.plot_kernels(panels, out / "content_dependence.png")
+    hybrid = any(" layer " in name for name in panels)
     lines += [
       "## Content dependence",
       "",
@@ -203,6 +204,7 @@ def content_section(study: Mapping[str, Any], rows: list[dict[str, Any]], out: P
       "|dy_i/dx_{i+o}| over offsets o, normalised, at sampled positions of a validation input",
       f"({spec['task']}). A convolution's",
       "kernel depends only on the offset (variation 0); attention builds one per position.",
+      *(["A hybrid has one row per tested layer (one per part)."] if hybrid else []),
       "",
       "| mixer | kernel variation (mean TV distance to the average kernel) |",
       "|---|---|",
