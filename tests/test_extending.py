@@ -113,3 +113,32 @@ def test_the_benchmark_lists_it_by_default(throwaway):
   spec = cells.parse_label(throwaway, heads=2, window=4, block=8)[0]
   m = mixers.build(spec, dim=32, causal=False, rngs=nnx.Rngs(0))
   assert jax.eval_shape(lambda x: m(x), x).shape == (1, 16, 32)
+
+
+def test_a_study_grid_takes_it_and_matches_its_budget(throwaway):
+  from lrm.study import grid
+
+  study = dict(
+    name="extending",
+    seeds=[0],
+    rules=["params"],
+    heads=2,
+    tasks={
+      "recall": dict(
+        config=str(REPO / "experiments" / "recall.py"),
+        arg="size=small,window={window}",
+        overrides={"data.num_train": 64, "data.num_val": 16, "data.num_test": 16},
+        mixers=[throwaway, f"{throwaway}+global", "local"],
+        windows=[4],
+        reference=dict(mixer="local", window=4),
+        block=8,
+      )
+    },
+  )
+  cells = grid.expand(study)
+  assert [c.mixer for c in cells] == [throwaway, f"{throwaway}+global", "local"]
+  assert all(c.window == 4 for c in cells)  # windowed, as its preset says
+  planner = grid.Planner(study)
+  cfg, match = planner.config(cells[0])
+  assert abs(match.error) < 0.05
+  assert cfg.model.mixer[-1]["name"] == throwaway
