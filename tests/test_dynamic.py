@@ -59,18 +59,20 @@ def outputs_and_grads(ms, x, mask):
   return run_jit(lambda ms, x: [one(m, x) for m in ms], ms, x)
 
 
-CASES = [  # (name, causal, kernel_size, L); blocks of T=16 tokens in "blocked"
-  ("dynamic_conv", False, 4, 33),  # even K, odd L, three blocks
-  ("dynamic_conv", True, 20, 17),  # window longer than the sequence
-  ("involution", True, 3, 32),
-  ("involution", False, 20, 33),  # three windows per block
+CASES = [  # (name, causal, kernel_size, L, options); blocks of T=16 tokens in "blocked"
+  ("dynamic_conv", False, 4, 33, {}),  # even K, odd L, three blocks
+  ("dynamic_conv", True, 20, 17, {}),  # window longer than the sequence
+  ("dynamic_conv", True, 5, 21, dict(glu=False)),  # the ablation without the GLU input
+  ("involution", True, 3, 32, {}),
+  ("involution", False, 20, 33, {}),  # three windows per block
 ]
 
 
-@pytest.mark.parametrize("name,causal,K,L", CASES)
-def test_fast_paths_match_dense_oracle(name, causal, K, L):
+@pytest.mark.parametrize("name,causal,K,L,opts", CASES)
+def test_fast_paths_match_dense_oracle(name, causal, K, L, opts):
   x, mask = inputs(L)
-  ms = [build(name, causal, kernel_size=K, impl=impl) for impl in ("dense", "unfold", "blocked")]
+  impls = ("dense", "unfold", "blocked")
+  ms = [build(name, causal, kernel_size=K, impl=impl, **opts) for impl in impls]
   assert [m.impl for m in ms] == ["dense", "unfold", "blocked"]
   (y0, (gs0, gx0)), *fast = outputs_and_grads(ms, x, mask)
   for y1, (gs1, gx1) in fast:
@@ -118,11 +120,12 @@ def test_causal_padding_and_nan_safety(name):
 
 
 def test_dynamic_weights_are_a_softmax_over_real_taps():
-  """Renormalised over real taps: with v = x through the identity, a constant input gives a
-  constant output even next to padding and sequence edges (weights sum to 1)."""
+  """Renormalised over real taps: with the values x / 2 (GLU: a = x, gate sigmoid(0)) and
+  an output layer 2 I, a constant input gives a constant output even next to padding and
+  sequence edges (weights sum to 1)."""
   m = build("dynamic_conv", False, kernel_size=5)
-  m.value.kernel[...] = jnp.eye(D)
-  m.out.kernel[...] = jnp.eye(D)
+  m.value.kernel[...] = jnp.concatenate([jnp.eye(D), jnp.zeros((D, D))], axis=1)
+  m.out.kernel[...] = 2 * jnp.eye(D)
   x = np.ones((B, 12, D), np.float32)
   mask = np.arange(12)[None] < np.asarray([12, 7])[:, None]
   y = run_jit(lambda m: m(x, mask), m)
@@ -135,11 +138,13 @@ def xla_flops(m, L):
   return jax.jit(lambda s, x: nnx.merge(g, s)(x)).lower(state, x).compile().cost_analysis()["flops"]
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [*NAMES, "dynamic_conv:glu=False"])
 @pytest.mark.parametrize("impl", ["unfold", "blocked", "dense"])
 def test_flops_match_xla(name, impl):
   L = 64
-  m = abstract(name, dim=32, kernel_size=7, impl=impl)
+  name, _, glu = name.partition(":glu=")
+  opts = dict(glu=False) if glu else {}
+  m = abstract(name, dim=32, kernel_size=7, impl=impl, **opts)
   ours, xla = m.flops(L), xla_flops(m, L)
   assert abs(ours - xla) <= 0.15 * xla, (ours, xla)
 
@@ -147,7 +152,9 @@ def test_flops_match_xla(name, impl):
 def test_param_counts():
   K, N, r = 5, 4, 4
   dyn = abstract("dynamic_conv", kernel_size=K, num_heads=N)
-  assert dyn.num_params() == 2 * (D * D + D) + D * N * K + N * K
+  assert dyn.num_params() == (D * 2 * D + 2 * D) + (D * D + D) + D * N * K + N * K
+  plain = abstract("dynamic_conv", kernel_size=K, num_heads=N, glu=False)
+  assert plain.num_params() == 2 * (D * D + D) + D * N * K + N * K
   inv = abstract("involution", kernel_size=K, num_heads=N, reduction=r)
   R = D // r
   assert inv.num_params() == D * R + R + R * N * K + N * K + D * D + D

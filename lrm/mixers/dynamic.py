@@ -3,8 +3,11 @@
 Between a static conv (one kernel for every position, ``conv.py``) and attention (weights from
 query-key content over the whole sequence) sit kernels generated from the current token alone
 and applied over a fixed window of K taps, shared by the channels of each of N heads/groups:
-  dynamic_conv  (Wu et al. 2019) taps = softmax over the window of Linear(x_i); mixes a value
-                projection; then an output projection. Content-dependent, normalised, local.
+  dynamic_conv  (Wu et al. 2019) as published: a GLU input projection u = a * sigmoid(b)
+                with [a, b] = Linear(x) (D -> 2D); taps = softmax over the window of
+                Linear(u_i); mixes u; then an output projection. Content-dependent,
+                normalised, local. ``glu=False`` is the ablation without the gate: a plain
+                value projection, taps from x.
   involution    (Li et al. 2021) taps = Linear(ReLU(Linear(x_i))) (bottleneck D -> D/r -> N*K,
                 no softmax), applied to x itself; then an output projection.
 
@@ -87,6 +90,8 @@ class DynamicConv(WindowMixer):
     causal: window of the K-1 previous tokens and itself (else centred).
     kernel_size: taps K.
     num_heads: N heads; each shares its taps across its D/N channels.
+    glu: the published GLU input (default: the paper's model, and the multiplicative
+      interaction the other gated baselines have); False: a plain value projection.
     impl: "auto", "unfold", "blocked" or "dense" (the O(L^2) oracle).
   """
 
@@ -99,6 +104,7 @@ class DynamicConv(WindowMixer):
     layer_idx: int = 0,
     kernel_size: int = 3,
     num_heads: int = 4,
+    glu: bool = True,
     impl: str = "auto",
   ):
     super().__init__(
@@ -109,7 +115,8 @@ class DynamicConv(WindowMixer):
       num_heads=num_heads,
       impl=impl,
     )
-    self.value = nnx.Linear(dim, dim, rngs=rngs)
+    self.glu = bool(glu)
+    self.value = nnx.Linear(dim, 2 * dim if self.glu else dim, rngs=rngs)
     self.taps = nnx.Linear(dim, num_heads * kernel_size, rngs=rngs)
     self.out = nnx.Linear(dim, dim, rngs=rngs)
 
@@ -117,7 +124,12 @@ class DynamicConv(WindowMixer):
     B, L, D = x.shape
     N, K = self.num_heads, self.kernel_size
     h = zero_padded(x, mask)  # [B, L, D]
-    v = self.value(h).reshape(B, L, N, D // N)  # [B, L, N, H]
+    if self.glu:  # the GLU's output is the conv's input and predicts its taps (fairseq)
+      a, b = jnp.split(self.value(h), 2, axis=-1)  # [B, L, D] each
+      h = u = a * jax.nn.sigmoid(b)
+    else:
+      u = self.value(h)
+    v = u.reshape(B, L, N, D // N)  # [B, L, N, H]
     logits = self.taps(h).astype(ACC).reshape(B, L, N, K)  # [B, L, N, K]
     if self._impl == "dense":
       # Oracle: scatter the logits into the L x S band and softmax over every allowed key.
@@ -135,7 +147,8 @@ class DynamicConv(WindowMixer):
 
   def flops(self, length: int) -> int:
     L, D, NK = length, self.dim, self.num_heads * self.kernel_size
-    proj = 2 * (2 * L * D * D + L * D) + 2 * L * D * NK + L * NK
+    value = 2 * L * D * 2 * D + 2 * L * D + 3 * L * D if self.glu else 2 * L * D * D + L * D
+    proj = value + 2 * L * D * D + L * D + 2 * L * D * NK + L * NK
     softmax = 5 * L * NK if self._impl != "dense" else 5 * L * L * self.num_heads
     return int(proj + softmax + self._mix_flops(L))
 
