@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from lrm.mixers import Mixer, presets
+from lrm.mixers.attention import rotary as rope
 from lrm.mixers.base import zero_padded
 from lrm.registry import register
 
@@ -39,14 +41,25 @@ class DotProductAttention(Baseline):
   """QKV/out projections around ``jax.nn.dot_product_attention(implementation="xla")``.
 
   The projections are laid out as in lrm's attention mixers (one ``[D, 3D]`` Linear split
-  into q, k, v, then heads), so copying a mixer's parameters gives the same function.
+  into q, k, v, then heads, rotary positions by the same function), so copying a mixer's
+  parameters gives the same function.
   """
 
-  def __init__(self, dim: int, *, causal: bool, rngs: nnx.Rngs, num_heads: int, window: int | None):
+  def __init__(
+    self,
+    dim: int,
+    *,
+    causal: bool,
+    rngs: nnx.Rngs,
+    num_heads: int,
+    window: int | None,
+    rotary: bool = False,
+  ):
     name = type(self).registered_name
     if num_heads < 1 or dim % num_heads:
       raise ValueError(f"{name}: dim={dim} is not divisible by num_heads={num_heads}; change one")
     self.dim, self.causal, self.num_heads, self.window = dim, causal, num_heads, window
+    self.rotary = rotary
     self.qkv = nnx.Linear(dim, 3 * dim, rngs=rngs)
     self.out = nnx.Linear(dim, dim, rngs=rngs)
 
@@ -54,6 +67,10 @@ class DotProductAttention(Baseline):
     B, L, D = x.shape
     qkv = self.qkv(x).reshape(B, L, 3 * self.num_heads, D // self.num_heads)  # [B, L, 3N, H]
     q, k, v = jnp.split(qkv, 3, axis=2)  # [B, L, N, H] each
+    if self.rotary:
+      pos = np.arange(L)
+      turn = lambda a: jnp.moveaxis(rope(jnp.moveaxis(a, 1, 2), pos), 2, 1)  # noqa: E731
+      q, k = turn(q), turn(k)
     win = None if self.window is None else (self.window, 0 if self.causal else self.window)
     key_mask = None if mask is None else mask[:, None, None, :].astype(bool)  # [B, 1, 1, S]
     y = jax.nn.dot_product_attention(  # [B, L, N, H]
@@ -67,7 +84,8 @@ class DotProductAttention(Baseline):
     A multiply-add is 2; softmax is ~5 per score, biases and q-scaling 5 per token-channel.
     """
     L, D = length, self.dim
-    return 8 * L * D * D + 5 * L * D + L * L * (4 * D + 5 * self.num_heads)
+    rope = 6 * L * D if self.rotary else 0  # q and k: 4 multiplies + 2 adds per pair
+    return 8 * L * D * D + 5 * L * D + rope + L * L * (4 * D + 5 * self.num_heads)
 
   def receptive_field(self) -> tuple[int, int] | None:
     if self.window is None:
@@ -86,12 +104,21 @@ class FullDotProductAttention(DotProductAttention):
   baseline_of = "global"
 
   def __init__(
-    self, dim: int, *, causal: bool, rngs: nnx.Rngs, layer_idx: int = 0, num_heads: int = 4
+    self,
+    dim: int,
+    *,
+    causal: bool,
+    rngs: nnx.Rngs,
+    layer_idx: int = 0,
+    num_heads: int = 4,
+    rotary: bool = False,
   ):
-    super().__init__(dim, causal=causal, rngs=rngs, num_heads=num_heads, window=None)
+    super().__init__(dim, causal=causal, rngs=rngs, num_heads=num_heads, window=None, rotary=rotary)
 
   def reference_spec(self) -> dict:
-    return presets.spec(self.baseline_of, heads=self.num_heads, causal=self.causal)
+    return presets.spec(
+      self.baseline_of, heads=self.num_heads, causal=self.causal, rotary=self.rotary
+    )
 
 
 @register("mixer", "dpa_local")
@@ -109,11 +136,14 @@ class LocalDotProductAttention(DotProductAttention):
     layer_idx: int = 0,
     window: int = 128,
     num_heads: int = 4,
+    rotary: bool = False,
   ):
-    super().__init__(dim, causal=causal, rngs=rngs, num_heads=num_heads, window=window)
+    super().__init__(
+      dim, causal=causal, rngs=rngs, num_heads=num_heads, window=window, rotary=rotary
+    )
 
   def reference_spec(self) -> dict:
-    reach = dict(window=self.window, heads=self.num_heads, causal=self.causal)
+    reach = dict(window=self.window, heads=self.num_heads, causal=self.causal, rotary=self.rotary)
     return presets.spec(self.baseline_of, **reach)
 
 
@@ -159,6 +189,11 @@ class GroupedConv(Baseline):
 
 
 # The same receptive-field rule as the presets they stand beside.
-presets.register("dpa_full", lambda r: dict(name="dpa_full", num_heads=r.heads), windowed=False)
-presets.register("dpa_local", lambda r: dict(name="dpa_local", window=r.window, num_heads=r.heads))
+presets.register(
+  "dpa_full", lambda r: dict(name="dpa_full", num_heads=r.heads, rotary=r.rotary), windowed=False
+)
+presets.register(
+  "dpa_local",
+  lambda r: dict(name="dpa_local", window=r.window, num_heads=r.heads, rotary=r.rotary),
+)
 presets.register("xla_conv", lambda r: dict(name="xla_conv", kernel_size=r.kernel))

@@ -5,7 +5,8 @@
       --workdir=runs/img_conv                       # LRA sizes, real CIFAR-10 (hub, online once)
 
 Variants: ``mixer`` (an ``lrm.mixers.presets`` name; ``a+b+c`` is a hybrid stack),
-``size`` (small | full),
+``rotary`` (attention presets use rotary positions; false: the learned absolute ones
+only), ``size`` (small | full),
 ``window`` (local radius w, default 32 = one image row either way; conv kernel 2w+1),
 ``data`` (``""`` = the offline synthetic gratings, ``cifar10``, or a local save_to_disk
 folder with ``img``/``label``).
@@ -26,7 +27,7 @@ from lrm.mixers import presets
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  v = parse_arg(arg, mixer="local", size="small", window=32, data="")
+  v = parse_arg(arg, mixer="local", size="small", window=32, data="", rotary=True)
   if v.size not in ("small", "full"):
     raise ValueError(f"unknown size '{v.size}'; use small or full")
   small = v.size == "small"
@@ -39,7 +40,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.mlp_ratio, c.model.mlp_dim = 4, 0 if small else 128
   set_mixer(
     c.model,
-    presets.spec(v.mixer, window=v.window, heads=2 if small else 8, block=16 if small else 64),
+    presets.spec(
+      v.mixer, window=v.window, heads=2 if small else 8, block=16 if small else 64, rotary=v.rotary
+    ),
   )
   c.model.pool = "mean"
   c.model.positions = "learned"

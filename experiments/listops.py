@@ -6,7 +6,8 @@
       --config.data.path=/data/lra_release/listops-1000 --workdir=runs/lo_bb   # released files
 
 Variants: ``mixer`` (an ``lrm.mixers.presets`` name; ``a+b+c`` is a hybrid stack),
-``size`` (small | full), ``window``
+``rotary`` (attention presets use rotary positions; false: the learned absolute ones
+only), ``size`` (small | full), ``window``
 (local radius w; the conv preset has kernel 2w+1). With ``data.path`` empty the data are
 generated offline by LRA's rules (``size=full``: LRA's 96k/2k/2k, lengths 500-2000, about a
 minute to generate once); ``scripts/prepare_data.py --task=listops --out=DIR`` writes the same
@@ -37,7 +38,7 @@ from lrm.mixers import presets
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  v = parse_arg(arg, mixer="local", size="small", window=0)
+  v = parse_arg(arg, mixer="local", size="small", window=0, rotary=True)
   if v.size not in ("small", "full"):
     raise ValueError(f"unknown size '{v.size}'; use small or full")
   small = v.size == "small"
@@ -53,7 +54,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.mlp_ratio = 2  # LRA: MLP 1024 at width 512
   set_mixer(
     c.model,
-    presets.spec(v.mixer, window=window, heads=2 if small else 8, block=16 if small else 64),
+    presets.spec(
+      v.mixer, window=window, heads=2 if small else 8, block=16 if small else 64, rotary=v.rotary
+    ),
   )
   c.model.pool = "mean"
   c.model.positions = "learned" if small else "sinusoidal"

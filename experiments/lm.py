@@ -7,8 +7,9 @@
 
 Variants: ``mixer`` (an ``lrm.mixers.presets`` name; ``a+b+c`` is a hybrid stack; every mixer
 runs causally here),
-``size`` (small | full), ``window`` (local radius w; causal conv kernel w+1), ``data`` (``""`` =
-the Python standard library shipped with the interpreter; a text file; a folder of text
+``rotary`` (attention presets use rotary positions; false: the learned absolute ones
+only), ``size`` (small | full), ``window`` (local radius w; causal conv kernel w+1), ``data``
+(``""`` = the Python standard library shipped with the interpreter; a text file; a folder of text
 files; a save_to_disk folder or hub dataset with a ``text`` column).
 
 ``small``: 400 kB of the stdlib, 128-byte windows, a 2-layer width-64 model (CPU minutes).
@@ -27,7 +28,7 @@ from lrm.mixers import presets
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  v = parse_arg(arg, mixer="local", size="small", window=0, data="")
+  v = parse_arg(arg, mixer="local", size="small", window=0, data="", rotary=True)
   if v.size not in ("small", "full"):
     raise ValueError(f"unknown size '{v.size}'; use small or full")
   small = v.size == "small"
@@ -47,7 +48,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   set_mixer(
     c.model,
     presets.spec(
-      v.mixer, window=window, heads=2 if small else 8, block=16 if small else 64, causal=True
+      v.mixer,
+      window=window,
+      heads=2 if small else 8,
+      block=16 if small else 64,
+      causal=True,
+      rotary=v.rotary,
     ),
   )
   c.model.tie_embedding = True

@@ -10,7 +10,8 @@
       --config.data.path=/data/lra_release --workdir=runs/pf_local   # the released images
 
 Variants: ``mixer`` (an ``lrm.mixers.presets`` name; ``a+b+c`` is a hybrid stack),
-``size`` (small | full), ``window``
+``rotary`` (attention presets use rotary positions; false: the learned absolute ones
+only), ``size`` (small | full), ``window``
 (local radius w, default 32 = one image row either way; the conv preset has kernel 2w+1),
 ``difficulty`` (curv_contour_length_14 = LRA's "hard", curv_contour_length_9, curv_baseline).
 With ``data.path`` empty the images are generated offline (``size=full``: LRA's 160k/20k/20k,
@@ -38,7 +39,9 @@ from lrm.mixers import presets
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  v = parse_arg(arg, mixer="local", size="small", window=32, difficulty="curv_contour_length_14")
+  v = parse_arg(
+    arg, mixer="local", size="small", window=32, difficulty="curv_contour_length_14", rotary=True
+  )
   if v.size not in ("small", "full"):
     raise ValueError(f"unknown size '{v.size}'; use small or full")
   small = v.size == "small"
@@ -53,7 +56,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.mlp_ratio = 1  # LRA: MLP 32 at width 32
   set_mixer(
     c.model,
-    presets.spec(v.mixer, window=v.window, heads=2 if small else 4, block=32 if small else 64),
+    presets.spec(
+      v.mixer, window=v.window, heads=2 if small else 4, block=32 if small else 64, rotary=v.rotary
+    ),
   )
   c.model.pool = "mean"
   c.model.positions = "learned" if small else "sinusoidal"

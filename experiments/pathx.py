@@ -6,7 +6,8 @@
       --config.data.path=/data/lra_release --workdir=runs/px_bb   # the released pathfinder128
 
 Variants: ``mixer`` (an ``lrm.mixers.presets`` name; ``a+b+c`` is a hybrid stack),
-``size`` (small | full), ``window``
+``rotary`` (attention presets use rotary positions; false: the learned absolute ones
+only), ``size`` (small | full), ``window``
 (local radius w, default 128 = one image row either way; the conv preset has kernel 2w+1),
 ``difficulty`` (as for Pathfinder). With ``data.path`` empty the images are generated offline
 (``size=full``: 160k/20k/20k 128x128 images, expect a long one-off generation, about 3.3 GB of
@@ -34,7 +35,9 @@ from lrm.mixers import presets
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  v = parse_arg(arg, mixer="local", size="small", window=128, difficulty="curv_contour_length_14")
+  v = parse_arg(
+    arg, mixer="local", size="small", window=128, difficulty="curv_contour_length_14", rotary=True
+  )
   if v.size not in ("small", "full"):
     raise ValueError(f"unknown size '{v.size}'; use small or full")
   small = v.size == "small"
@@ -47,7 +50,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.update(dict(num_train=160_000, num_val=20_000, num_test=20_000))
   c.model.dim, c.model.depth = (16, 1) if small else (32, 1)
   c.model.mlp_ratio = 1  # LRA: MLP 32 at width 32
-  set_mixer(c.model, presets.spec(v.mixer, window=v.window, heads=2, block=64))
+  set_mixer(c.model, presets.spec(v.mixer, window=v.window, heads=2, block=64, rotary=v.rotary))
   c.model.pool = "mean"
   c.model.positions = "learned"
   c.model.dropout = 0.0 if small else 0.1

@@ -10,7 +10,8 @@ download. A 2-layer model (a short causal conv, then global attention; width 64,
 parameters) goes from chance to ~100% test accuracy within 600 steps (measured: 1.000 on the
 500 test examples, 128 s on 2 shared CPU cores); the run ends by printing it.
 
-Variants: ``mixer`` (any ``lrm.mixers.presets`` name, or ``a+b`` hybrids) and ``window``. Try
+Variants: ``mixer`` (any ``lrm.mixers.presets`` name, or ``a+b`` hybrids), ``window`` and
+``rotary`` (attention presets use rotary positions; false: learned absolute ones only). Try
 ``experiments/quickstart.py:mixer=local`` (attention within 8 tokens): the per-distance
 metrics ``acc_d<=8`` / ``acc_d9-32`` / ``acc_d>32`` show it failing on far-away answers.
 """
@@ -24,7 +25,7 @@ from lrm.mixers import presets
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  v = parse_arg(arg, mixer="global", window=8)
+  v = parse_arg(arg, mixer="global", window=8, rotary=True)
   c = base_config()
   c.task = "recall"
   c.data = ml_collections.ConfigDict(
@@ -42,7 +43,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.dim = 64
   # A short conv lets attention match a key by the token before it (Zoology's recipe); a
   # hybrid ``a+b`` puts each of its parts once after it.
-  tested = presets.spec_list(v.mixer, window=v.window, heads=4, causal=True)
+  tested = presets.spec_list(v.mixer, window=v.window, heads=4, causal=True, rotary=v.rotary)
   set_mixer(c.model, [dict(name="conv", kernel_size=3), *tested])
   c.model.depth = 1 + len(tested)
   c.model.positions = "learned"

@@ -25,7 +25,8 @@ down by distance (``distance`` applies to ``recall`` only).
 Variants: ``mixer`` (any ``lrm.mixers.presets`` name; ``a+b+c`` stacks the three after the
 short conv), ``size`` (small | full),
 ``window`` (local radius w; causal conv kernel w+1), ``distance`` (inside | beyond | any),
-``task`` (recall | selective_copy), ``short_conv`` (true | false). ``full`` follows
+``task`` (recall | selective_copy), ``short_conv`` (true | false), ``rotary`` (attention
+presets use rotary positions; false: the learned absolute ones only). ``full`` follows
 zoology's MQAR sweep point (seq_len 256, 16 pairs, vocab 8192, d_model 128, 2 layers,
 batch 256, lr 1e-3, weight decay 0.1, 32 epochs of 100k examples) and for selective copying
 the Mamba paper's setup (seq_len 4096, 16 tokens, 16 symbols, 2 layers, d_model 64,
@@ -52,6 +53,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     distance="any",
     task="recall",
     short_conv=True,
+    rotary=True,
   )
   if v.size not in ("small", "full"):
     raise ValueError(f"unknown size '{v.size}'; use small or full")
@@ -97,7 +99,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       )
     )
   c.model.dim = 64 if small or v.task == "selective_copy" else 128
-  tested = presets.spec_list(v.mixer, window=w, heads=4 if small else 8, block=8, causal=True)
+  reach = dict(window=w, heads=4 if small else 8, block=8, causal=True, rotary=v.rotary)
+  tested = presets.spec_list(v.mixer, **reach)
   # a hybrid ``a+b+c`` puts each of its parts once after the short conv
   set_mixer(c.model, [dict(name="conv", kernel_size=3), *tested] if v.short_conv else tested)
   # without the short conv a single tested mixer is stacked twice (see the docstring)

@@ -6,7 +6,8 @@
       --config.data.path=/data/lra_release --workdir=runs/retr_conv   # new_aan_pairs.*.tsv
 
 Variants: ``mixer`` (an ``lrm.mixers.presets`` name; ``a+b+c`` is a hybrid stack),
-``size`` (small | full),
+``rotary`` (attention presets use rotary positions; false: the learned absolute ones
+only), ``size`` (small | full),
 ``window`` (local radius w; conv kernel 2w+1), ``data`` (``""`` = the offline synthetic
 stand-in; otherwise the folder holding the official TSV files, or the lra_release tree).
 
@@ -29,7 +30,7 @@ from lrm.mixers import presets
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  v = parse_arg(arg, mixer="local", size="small", window=0, data="")
+  v = parse_arg(arg, mixer="local", size="small", window=0, data="", rotary=True)
   if v.size not in ("small", "full"):
     raise ValueError(f"unknown size '{v.size}'; use small or full")
   small = v.size == "small"
@@ -43,7 +44,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.mlp_ratio = 4
   set_mixer(
     c.model,
-    presets.spec(v.mixer, window=window, heads=2 if small else 4, block=16 if small else 64),
+    presets.spec(
+      v.mixer, window=window, heads=2 if small else 4, block=16 if small else 64, rotary=v.rotary
+    ),
   )
   c.model.pool = "mean"
   c.model.dropout = 0.0 if small else 0.1

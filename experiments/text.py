@@ -7,7 +7,8 @@
       --config.data.path=imdb --workdir=runs/text_bb_4k   # the paper's 4K (S4 uses 4096 too)
 
 Variants: ``mixer`` (an ``lrm.mixers.presets`` name; ``a+b+c`` is a hybrid stack),
-``size`` (small | full),
+``rotary`` (attention presets use rotary positions; false: the learned absolute ones
+only), ``size`` (small | full),
 ``window`` (local radius w; conv kernel 2w+1), ``data`` (``""`` = the offline synthetic
 stand-in, ``imdb``, or a local folder with ``text``/``label``), ``max_len`` (0 = the size's
 default: 256 small, 1000 full as in the LRA code).
@@ -30,7 +31,7 @@ from lrm.mixers import presets
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  v = parse_arg(arg, mixer="local", size="small", window=0, data="", max_len=0)
+  v = parse_arg(arg, mixer="local", size="small", window=0, data="", max_len=0, rotary=True)
   if v.size not in ("small", "full"):
     raise ValueError(f"unknown size '{v.size}'; use small or full")
   small = v.size == "small"
@@ -46,7 +47,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.mlp_ratio = 4
   set_mixer(
     c.model,
-    presets.spec(v.mixer, window=window, heads=2 if small else 4, block=16 if small else 64),
+    presets.spec(
+      v.mixer, window=window, heads=2 if small else 4, block=16 if small else 64, rotary=v.rotary
+    ),
   )
   c.model.pool = "mean"
   c.model.dropout = 0.0 if small else 0.1

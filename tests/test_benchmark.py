@@ -89,7 +89,7 @@ def test_labels_are_presets_with_overrides_and_hybrids(bench):
   assert parse("conv")[0]["kernel_size"] == 9 and parse("conv", causal=True)[0]["kernel_size"] == 5
   assert parse("local:impl=dense")[0]["impl"] == "dense"
   assert parse("bigbird:block_size=8")[0]["block_size"] == 8
-  assert parse("dpa_local") == [{"name": "dpa_local", "window": 4, "num_heads": 2}]
+  assert parse("dpa_local") == [{"name": "dpa_local", "window": 4, "num_heads": 2, "rotary": True}]
   assert parse("xla_conv")[0]["kernel_size"] == 9  # the conv preset's rule
   assert [s["name"] for s in parse("conv:impl=direct+global")] == ["conv", "global"]
   assert parse("conv:impl=direct+global")[0]["impl"] == "direct"

@@ -10,6 +10,12 @@ causal); a windowed convolution gets kernel 2w+1 (centred) or w+1 (causal), i.e.
 receptive field per layer. Presets whose pattern is set by blocks or by the whole sequence
 (``windowed=False``) ignore ``window``; ``block`` is the block size of block-sparse patterns.
 
+Attention presets use rotary positions (RoPE, Su et al. 2021) by default: a convolution's
+taps are relative offsets, so it knows "three tokens back" whatever the absolute positions;
+attention with only absolute position embeddings has to learn that from their dot products.
+RoPE gives attention the same relative information, so neither family is handicapped.
+``rotary=False`` is the ablation with the encoder's absolute positions only.
+
 Presets joined with ``+`` form a hybrid stack: ``"conv+conv+global"`` gives a list of three
 specs, which the encoder cycles over depth. Experiment configs, studies, benchmarks and the
 generic mixer tests ask this registry; nothing outside ``lrm/mixers/`` (and the experiment
@@ -30,12 +36,14 @@ HYBRID = "+"
 
 @dataclass(frozen=True)
 class Reach:
-  """What a preset may use: the window radius w, heads, block size and causality."""
+  """What a preset may use: the window radius w, heads, block size, causality and whether
+  attention presets use rotary positions."""
 
   window: int
   heads: int
   block: int
   causal: bool
+  rotary: bool = True
 
   @property
   def kernel(self) -> int:
@@ -95,10 +103,16 @@ def windowed(name: str) -> bool:
 
 
 def spec(
-  name: str, *, window: int = 128, heads: int = 4, block: int = 64, causal: bool = False
+  name: str,
+  *,
+  window: int = 128,
+  heads: int = 4,
+  block: int = 64,
+  causal: bool = False,
+  rotary: bool = True,
 ) -> dict | list[dict]:
   """The mixer spec of preset ``name``; a list of specs for a hybrid ``a+b+c``."""
-  reach = Reach(int(window), int(heads), int(block), bool(causal))
+  reach = Reach(int(window), int(heads), int(block), bool(causal), bool(rotary))
   specs = [dict(_PRESETS[p].build(reach)) for p in parts(name)]
   return specs if is_hybrid(name) else specs[0]
 
@@ -116,15 +130,21 @@ register(
   "dynamic_conv", lambda r: dict(name="dynamic_conv", kernel_size=r.kernel, num_heads=r.heads)
 )
 register("involution", lambda r: dict(name="involution", kernel_size=r.kernel, num_heads=r.heads))
-register("local", lambda r: dict(name="local", window=r.window, num_heads=r.heads))
+register("local", lambda r: dict(name="local", window=r.window, num_heads=r.heads, rotary=r.rotary))
 register(
   "local_global",
-  lambda r: dict(name="local", window=r.window, num_heads=r.heads, global_tokens=2),
+  lambda r: dict(
+    name="local", window=r.window, num_heads=r.heads, global_tokens=2, rotary=r.rotary
+  ),
 )
-register("global", lambda r: dict(name="global", num_heads=r.heads), windowed=False)
+register(
+  "global", lambda r: dict(name="global", num_heads=r.heads, rotary=r.rotary), windowed=False
+)
 register(
   "random",
-  lambda r: dict(name="random", block_size=r.block, num_random_blocks=3, num_heads=r.heads),
+  lambda r: dict(
+    name="random", block_size=r.block, num_random_blocks=3, num_heads=r.heads, rotary=r.rotary
+  ),
   windowed=False,
 )
 
@@ -138,6 +158,7 @@ def _bigbird(global_blocks: int) -> Callable[[Reach], dict]:
       global_blocks=global_blocks,
       random_blocks=3,
       num_heads=r.heads,
+      rotary=r.rotary,
     )
 
   return build
