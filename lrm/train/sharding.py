@@ -2,9 +2,9 @@
 
 One program runs everywhere: a 1-D mesh ``("data",)`` over every device of every process.
 Parameters and optimizer state are replicated; each batch is split along its first axis.
-Each process reads its own shard of the data and contributes ``batch_size / process_count``
-rows; ``jax.make_array_from_process_local_data`` assembles the global batch. On one CPU
-this is a mesh of one device and costs nothing.
+Each process draws the same global batches and contributes its ``batch_size /
+process_count`` rows of each (``host_rows``); ``jax.make_array_from_process_local_data``
+assembles them. On one CPU this is a mesh of one device and costs nothing.
 
 Multi-host runs (TPU pods, several GPU nodes) call ``initialize_distributed()`` first: the
 process layout (coordinator, process count and id, local devices) is computed from the
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import jax
@@ -80,6 +80,20 @@ def check_batch_size(name: str, size: int, grad_accum: int = 1) -> None:
       f"{what} is not divisible by the {devices} devices ({procs} processes); "
       f"set --config.{name} to a multiple of {devices * grad_accum}"
     )
+
+
+def host_rows(
+  batches: Iterator[dict[str, np.ndarray]], index: int, count: int
+) -> Iterator[dict[str, np.ndarray]]:
+  """This process's rows of each global batch: the ``index``-th of ``count`` equal slices.
+
+  Every process draws the same global batches, so a run sees the same examples at each step
+  whatever its process count, and matches a single-process run (the loss is a mean over
+  rows, so it does not depend on which device holds which row).
+  """
+  for batch in batches:
+    rows = len(next(iter(batch.values()))) // count
+    yield {k: v[index * rows : (index + 1) * rows] for k, v in batch.items()}
 
 
 def put_batch(batch: Mapping[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
