@@ -131,10 +131,11 @@ def _train(p: Prepared, preempt: Preemption) -> dict[str, Any] | None:
       if lead:
         print(f"{wd} holds a finished run; results.json is up to date", flush=True)
       return done
-  train_ds = task.dataset("train").shard(jax.process_index(), procs)
-  first = train_ds.train_batches(tc.batch_size // procs, seed=cfg.seed, start_step=0)
+  train_ds, pid = task.dataset("train"), jax.process_index()  # global batches, this host's rows
+  first = sharding.host_rows(train_ds.train_batches(tc.batch_size, seed=cfg.seed), pid, procs)
   start, state, meta = _resume(p, ckpts, steps, next(first))
-  batches = train_ds.train_batches(tc.batch_size // procs, seed=cfg.seed, start_step=start)
+  batches = train_ds.train_batches(tc.batch_size, seed=cfg.seed, start_step=start)
+  batches = sharding.host_rows(batches, pid, procs)
   batch = next(batches)
   # Totals carried over from earlier sessions of this run (zero when starting).
   meta = {"elapsed_s": 0.0, "train_time_s": 0.0, "tokens": 0, **meta}
