@@ -32,20 +32,36 @@ from lrm.train.optim import make_optimizer
 from lrm.train.step import DTYPES, Steps
 
 SECTIONS = ("task", "data", "model", "train", "optim", "seed")
+# Keys of vocab.json that say where the data was found (a data cache, a folder, a tokenizer
+# file): recorded for information, never compared, so a run directory read on another
+# machine, at another path or with another $LRM_DATA_CACHE still matches its data.
+LOCATION_KEYS = frozenset({"path", "root", "source"})
 NO_EMBEDDING = ("embedding", "pos")  # token and position tables (not counted as compute)
 
 
+def vocab_content(vocab: Any) -> Any:
+  """``vocab`` as JSON data without its location keys (at any depth): what is compared."""
+  if isinstance(vocab, Mapping):
+    return {k: vocab_content(v) for k, v in vocab.items() if k not in LOCATION_KEYS}
+  if isinstance(vocab, list | tuple):
+    return [vocab_content(v) for v in vocab]
+  return vocab
+
+
 def build_task(config: Mapping[str, Any], vocab: dict | None = None) -> tasks.Task:
-  """The config's task, set up (data loaded or generated); ``vocab`` is a saved vocab.json."""
+  """The config's task, set up (data loaded or generated); ``vocab`` is a saved vocab.json,
+  compared with the task's by content (``vocab_content``)."""
   task = tasks.build({"name": config["task"], **config["data"]})
   if vocab is not None and hasattr(task, "load_vocab"):
     task.load_vocab(vocab)  # data-derived vocabularies are restored, not rebuilt
   task.setup()
   if vocab is not None and not hasattr(task, "load_vocab"):
-    if json.loads(json.dumps(task.vocab())) != vocab:
+    saved, now = vocab_content(vocab), vocab_content(json.loads(json.dumps(task.vocab())))
+    if now != saved:
+      diff = "; ".join(rundir.config_diff(saved, now)[:3])
       raise ValueError(
-        "the task's vocabulary differs from the run's vocab.json (data or code changed); "
-        "evaluate with the data and code version the run was trained with"
+        f"the task's vocabulary differs from the run's vocab.json ({diff}): the data or the "
+        f"code changed; evaluate with the data and code version the run was trained with"
       )
   return task
 
