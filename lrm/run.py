@@ -19,12 +19,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import jax
 import ml_collections
 from flax import nnx
 from jax.sharding import Mesh
 
 from lrm import tasks
+from lrm.analysis import counting
 from lrm.train import rundir, sharding
 from lrm.train.checkpoint import Checkpoints
 from lrm.train.evaluate import evaluate
@@ -36,7 +36,6 @@ SECTIONS = ("task", "data", "model", "train", "optim", "seed")
 # file): recorded for information, never compared, so a run directory read on another
 # machine, at another path or with another $LRM_DATA_CACHE still matches its data.
 LOCATION_KEYS = frozenset({"path", "root", "source"})
-NO_EMBEDDING = ("embedding", "pos")  # token and position tables (not counted as compute)
 
 
 def vocab_content(vocab: Any) -> Any:
@@ -202,25 +201,4 @@ class Run:
     ``train_flops_per_token``: forward + backward, 3x the forward (Kaplan et al. 2020).
     A multiply-add is 2 FLOPs; embedding lookups cost none.
     """
-    return model_costs(self.model, self.task.seq_len)
-
-
-def model_costs(model: nnx.Module, length: int) -> dict[str, float | int]:
-  """``Run.costs`` for any head model at sequence ``length``."""
-  params = nnx.state(model, nnx.Param)
-  total = embedding = 0
-  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
-    size = int(leaf.size)
-    total += size
-    if any(getattr(k, "key", None) in NO_EMBEDDING for k in path):
-      embedding += size
-  tokens = model.tokens_per_example(length)
-  forward = model.flops(length) / tokens
-  return {
-    "params": total,
-    "params_non_embedding": total - embedding,
-    "encoder_forward_flops_per_token": model.encoder.flops(length) / length,
-    "forward_flops_per_token": forward,
-    "train_flops_per_token": 3.0 * forward,
-    "seq_len": length,
-  }
+    return counting.model_costs(self.model, self.task.seq_len)

@@ -1,12 +1,12 @@
 """Budget matching: size a model so that different mixers cost the same.
 
-Given a target (parameter count, or training FLOPs per token at the task's length: the costs
-``params`` and ``train_flops_per_token`` of ``lrm.run.model_costs``, the names every run's
-results.json reports), the model width D is searched first (in steps that keep D divisible
-by the mixers' head counts, over one spec or a hybrid list), then the MLP hidden width is
-tuned to land on the target; ``achieved`` is reported next to the target so a study can show
-how close every cell came. Models are built abstractly (``nnx.eval_shape``), so matching
-allocates no parameters.
+Given a target (parameter count, or training FLOPs per token at the task's length: the
+costs ``params`` and ``train_flops_per_token`` of ``lrm.analysis.counting.model_costs``, the
+names every run's results.json reports), the model width D is searched first (in steps that
+keep D divisible by the mixers' head counts, over one spec or a hybrid list), then the MLP
+hidden width is tuned to land on the target; ``achieved`` is reported next to the target so
+a study can show how close every cell came. Models are built abstractly
+(``nnx.eval_shape``), so matching allocates no parameters.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 from flax import nnx
 
-from lrm.run import model_costs
+from lrm.analysis.counting import model_costs
 from lrm.tasks.base import Task
 
 RULES = {"params": "params", "flops": "train_flops_per_token"}  # rule -> the cost it equalises
