@@ -89,8 +89,21 @@ class Task:
     raise NotImplementedError  # abstract
 
   def summarize(self, sums: Mapping[str, tuple[float, float]]) -> dict[str, float]:
-    """Default: every metric is total / count."""
-    return {k: float(t) / max(float(c), 1e-12) for k, (t, c) in sums.items()}
+    """Default: every metric is total / count, in ``metric_order``."""
+    return self.ordered({k: float(t) / max(float(c), 1e-12) for k, (t, c) in sums.items()})
+
+  def metric_order(self) -> list[str]:
+    """How reports list the metrics (the rest follow in their own order). Sums come back
+    from the devices with sorted keys, so the order is restored here."""
+    return ["loss", self.main_metric]
+
+  def ordered(self, metrics: Mapping[str, float]) -> dict[str, float]:
+    first = [k for k in self.metric_order() if k in metrics]
+    return {k: metrics[k] for k in [*first, *(k for k in metrics if k not in first)]}
+
+  def reference_levels(self) -> dict[str, dict[str, float]]:
+    """Known levels to read curves against, ``{metric: {"chance": value, ...}}``."""
+    return {}
 
   def num_tokens(self, batch: Mapping[str, np.ndarray]) -> int:
     """Real (unpadded) tokens in a batch, for throughput."""

@@ -58,6 +58,15 @@ class ClassificationTask(Task):
     mask = length_mask(batch["lengths"], tokens.shape[1])  # [B, L]
     return model(tokens, mask)  # [B, C]
 
+  def reference_levels(self) -> dict[str, dict[str, float]]:
+    """Chance (uniform guess) and the majority class of the validation split."""
+    labels = np.asarray(self.dataset("validation").arrays["label"])
+    majority = np.bincount(labels, minlength=self.num_classes).max() / max(len(labels), 1)
+    return {
+      "accuracy": {"chance": 1.0 / self.num_classes, "majority": float(majority)},
+      "loss": {"chance": float(np.log(self.num_classes))},
+    }
+
   def loss(self, model: nnx.Module, batch: Mapping[str, jax.Array]) -> tuple[jax.Array, Sums]:
     sums = classification_sums(self.logits(model, batch), batch["label"], batch["valid"])
     total, n = sums["loss"]

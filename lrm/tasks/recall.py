@@ -57,6 +57,7 @@ class PositionAnswerTask(CausalTask):
 
   main_metric = "accuracy"
   main_mode = "max"
+  answers: int = 1  # how many symbols an answer is drawn from (for the chance level)
   _name = ""
 
   def __init__(self, *, seed: int, sizes: Mapping[str, int], distance_buckets: Sequence[int]):
@@ -117,10 +118,23 @@ class PositionAnswerTask(CausalTask):
 
   def summarize(self, sums: Mapping[str, tuple[float, float]]) -> dict[str, float]:
     """Total / count per metric; distance buckets with no answers are left out."""
+    return self.ordered(
+      {
+        k: float(t) / max(float(c), 1e-12)
+        for k, (t, c) in sums.items()
+        if not (k.startswith("acc_d") and float(c) == 0)
+      }
+    )
+
+  def metric_order(self) -> list[str]:
+    """Loss, accuracy, exact, then the distance buckets from near to far."""
+    return ["loss", "accuracy", "exact", *bucket_names(self.buckets)]
+
+  def reference_levels(self) -> dict[str, dict[str, float]]:
+    """Chance: a uniform guess among the symbols an answer can be."""
     return {
-      k: float(t) / max(float(c), 1e-12)
-      for k, (t, c) in sums.items()
-      if not (k.startswith("acc_d") and float(c) == 0)
+      "accuracy": {"chance": 1.0 / self.answers},
+      "loss": {"chance": float(np.log(self.answers))},
     }
 
 
@@ -176,6 +190,7 @@ class RecallTask(PositionAnswerTask):
     super().__init__(seed=seed, sizes=sizes, distance_buckets=distance_buckets)
     self.seq_len = self.opts["seq_len"]
     self.num_classes = self.opts["vocab_size"]
+    self.answers = (self.num_classes - 1) // 2  # the value ids
 
   def _generate(self, n: int, seed: list[int]) -> dict[str, np.ndarray]:
     return recall_gen.recall_arrays(n, seed=seed, **self.opts)
@@ -229,6 +244,7 @@ class SelectiveCopyTask(PositionAnswerTask):
     super().__init__(seed=seed, sizes=sizes, distance_buckets=distance_buckets)
     self.seq_len = self.opts["seq_len"]
     self.num_classes = self.opts["vocab_size"]
+    self.answers = self.num_classes - 2  # the content symbols
 
   def _generate(self, n: int, seed: list[int]) -> dict[str, np.ndarray]:
     return recall_gen.selective_copy_arrays(n, seed=seed, **self.opts)
