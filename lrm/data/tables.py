@@ -1,13 +1,27 @@
 """Reading HuggingFace-style tables: the loader shared by the text, image and lm tasks.
 
-A source is a ``save_to_disk`` DatasetDict, a folder of per-split ``.jsonl``/``.json``/``.csv``/
-``.parquet`` files, or a hub name; ``open_splits`` returns one ``Table`` per split found, and
-the checks below turn a bad column, label or text into a ``DataError`` naming the file and line.
+A source (``open_splits``) is one of:
+
+* a ``save_to_disk`` DatasetDict (``dataset_dict.json``);
+* a single saved ``Dataset`` (``state.json``, no splits): split by row index, rows with
+  ``i % 20 == 19`` validation, ``== 18`` test, the other 90% train (``SINGLE_SPLIT``), with a
+  warning that says so;
+* a folder of per-split files ``<split>.{jsonl,json,csv,parquet}``, or of shards
+  ``<split>-00000-of-00002.parquet`` as in a hub snapshot (``huggingface-cli download``):
+  the folder itself, its ``data/`` folder, its ``<hub_config>/`` folder, or its only
+  subfolder that holds shards;
+* a hub name (``hub_config`` picks its configuration).
+
+Split names may be aliases (``valid``, ``val``, ``dev``, ``eval`` for validation). One
+``Table`` per split found; the checks below turn a bad column, label or text into a
+``DataError`` naming the file and line, and a missing column into one naming the option
+that chooses the column.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +37,7 @@ SPLIT_ALIASES = {
   "test": ("test",),
 }
 FILE_KINDS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+SINGLE_SPLIT = {"validation": 19, "test": 18}  # row index % 20 of a Dataset without splits
 
 
 @dataclass
@@ -32,25 +47,29 @@ class Table:
   rows: Any  # datasets.Dataset
   source: str
   first_line: int = 0  # file line of row 0 (1 for jsonl, 2 for csv), 0 = count rows instead
+  index: Any = None  # row numbers in the source, when this table is a selection of it
 
   def where(self, i: int) -> str:
+    i = int(self.index[i]) if self.index is not None else i
     if self.first_line:
       return f"{self.source} line {i + self.first_line}"
     return f"{self.source} row {i + 1}"
 
 
-def _load_file(f: Path) -> Table:
+def _load_files(files: list[Path]) -> Table:
   import datasets
 
+  f = files[0]
   kind = FILE_KINDS[f.suffix]
   try:
     rows = datasets.load_dataset(
-      kind, data_files=str(f), split="train", cache_dir=str(cache_root() / "hf")
+      kind, data_files=[str(x) for x in files], split="train", cache_dir=str(cache_root() / "hf")
     )
   except Exception as e:  # datasets wraps parser errors; find the bad line ourselves
     raise DataError(_describe_bad_file(f, e)) from None
-  first = {".jsonl": 1, ".csv": 2}.get(f.suffix, 0)
-  return Table(rows, str(f), first)
+  if len(files) > 1:  # shards: rows are numbered over all of them
+    return Table(rows, f"{f.parent}/{f.name.split('-')[0]}-*{f.suffix}")
+  return Table(rows, str(f), {".jsonl": 1, ".csv": 2}.get(f.suffix, 0))
 
 
 def _describe_bad_file(f: Path, e: Exception) -> str:
@@ -77,31 +96,72 @@ def _from_dict_like(d: Any, source: str) -> dict[str, Table]:
   return out
 
 
-def open_splits(path: str, *, what: str, hub_config: str = "") -> dict[str, Table]:
-  """Open a tabular source as ``{split: Table}`` for the splits it has.
+def split_files(folder: Path) -> dict[str, list[Path]]:
+  """``{split: files}`` of ``<split>.<ext>`` files or ``<split>-*.<ext>`` shards in ``folder``."""
+  out = {}
+  for split, aliases in SPLIT_ALIASES.items():
+    for a, ext in ((a, ext) for a in aliases for ext in FILE_KINDS):
+      found = [folder / f"{a}{ext}"] if (folder / f"{a}{ext}").is_file() else []
+      found = found or sorted(folder.glob(f"{a}-*{ext}"))
+      if found:
+        out[split] = found
+        break
+  return out
 
-  ``path`` is a ``save_to_disk`` folder, a folder of ``<split>.{jsonl,json,csv,parquet}``
-  files, or a HuggingFace hub dataset name (``hub_config`` picks its configuration).
-  """
+
+def table_folder(p: Path, hub_config: str = "") -> Path | None:
+  """Where a folder's split files are: itself, ``data/``, ``<hub_config>/`` or its only
+  subfolder with shards (a hub snapshot); None if none has a train split."""
+  candidates = [p, p / "data", *([p / hub_config] if hub_config else [])]
+  subs = [d for d in sorted(p.iterdir()) if d.is_dir() and "train" in split_files(d)]
+  candidates += subs if len(subs) == 1 else []
+  return next((d for d in candidates if d.is_dir() and "train" in split_files(d)), None)
+
+
+def is_tabular(p: Path, hub_config: str = "") -> bool:
+  """Whether folder ``p`` holds one of the table layouts above."""
+  if any((p / n).exists() for n in ("dataset_dict.json", "state.json")):
+    return True
+  return table_folder(p, hub_config) is not None
+
+
+def split_single(rows: Any, source: str) -> dict[str, Table]:
+  """A Dataset without splits -> train / validation / test by row index (``SINGLE_SPLIT``)."""
+  import numpy as np
+
+  n = len(rows)
+  rest = np.arange(n) % 20
+  picks = {s: np.flatnonzero(rest == r) for s, r in SINGLE_SPLIT.items()}
+  picks["train"] = np.flatnonzero(~np.isin(rest, list(SINGLE_SPLIT.values())))
+  sizes = {s: len(v) for s, v in picks.items()}
+  print(
+    f"warning: {source} is a single saved Dataset (no splits): rows with index % 20 == 19 "
+    f"are validation, == 18 test, the rest train (90/5/5: {sizes['train']} / "
+    f"{sizes['validation']} / {sizes['test']} rows); save a DatasetDict to choose the splits",
+    file=sys.stderr,
+  )
+  return {s: Table(rows.select(idx), source, index=idx) for s, idx in picks.items()}
+
+
+def open_splits(path: str, *, what: str, hub_config: str = "") -> dict[str, Table]:
+  """Open a tabular source (see the module docstring) as ``{split: Table}`` for the splits
+  it has."""
   import datasets
 
   p = Path(path).expanduser()
   if p.is_dir():
     if (p / "dataset_dict.json").exists():
       return _from_dict_like(datasets.load_from_disk(str(p)), str(p))
-    if (p / "state.json").exists():  # a single saved Dataset: all of it is train
-      return {"train": Table(datasets.load_from_disk(str(p)), str(p))}
-    out = {}
-    for split, aliases in SPLIT_ALIASES.items():
-      found = [p / f"{a}{ext}" for a in aliases for ext in FILE_KINDS if (p / f"{a}{ext}").exists()]
-      if found:
-        out[split] = _load_file(found[0])
-    if "train" not in out:
+    if (p / "state.json").exists():
+      return split_single(datasets.load_from_disk(str(p)), str(p))
+    folder = table_folder(p, hub_config)
+    if folder is None:
       raise DataError(
-        f"{p}: no {what} data found; expected a save_to_disk folder or "
-        f"train.jsonl/train.csv/train.parquet (+ test, optional validation) files"
+        f"{p}: no {what} data found; expected a save_to_disk folder, train.jsonl/train.csv/"
+        f"train.parquet (+ test, optional validation) files, or a hub snapshot with "
+        f"data/train-*.parquet shards"
       )
-    return out
+    return {split: _load_files(files) for split, files in split_files(folder).items()}
   if p.exists() or path.startswith(("/", ".", "~")) or path.count("/") > 1:
     raise DataError(f"{path}: {what} data folder not found; give an existing folder or a hub name")
   try:
@@ -115,12 +175,15 @@ def open_splits(path: str, *, what: str, hub_config: str = "") -> dict[str, Tabl
   return _from_dict_like(d, f"hub:{path}")
 
 
-def require_columns(table: Table, columns: tuple[str, ...]) -> None:
-  missing = [c for c in columns if c not in table.rows.column_names]
+def require_columns(table: Table, columns: dict[str, str]) -> None:
+  """``columns`` maps each needed column to the task option that names it."""
+  have = table.rows.column_names
+  missing = {c: opt for c, opt in columns.items() if c not in have}
   if missing:
+    fix = ", ".join(f"--config.data.{opt}=<column>" for opt in missing.values())
     raise DataError(
-      f"{table.source}: missing column(s) {missing}; it has {table.rows.column_names} "
-      f"(rename them to {list(columns)})"
+      f"{table.source}: missing column(s) {list(missing)}; it has {have}; name the "
+      f"column(s) to read with {fix}"
     )
 
 

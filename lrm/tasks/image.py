@@ -2,7 +2,10 @@
 
 Data (``path``):
   * a hub name, ``cifar10`` (columns ``img`` (image), ``label``; splits train/test);
-  * a local ``save_to_disk`` DatasetDict (or folder of split files) with the same schema;
+  * a local ``save_to_disk`` DatasetDict (or a single saved Dataset, a folder of split files,
+    a hub snapshot with ``data/train-*.parquet``; ``lrm.data.tables``) with the same schema;
+    ``image_column`` / ``label_column`` name other columns (the hub's ``uoft-cs/cifar10`` has
+    ``img``, other copies ``image``), ``hub_config`` picks a hub configuration;
   * ``""``: an offline synthetic stand-in (``ImageTask.generate``) saved with the same schema
     (``datasets.Image()`` + ``ClassLabel``): 32x32 RGB sine gratings whose class is one of 10
     orientations (0, 18, ..., 162 degrees) with random frequency, phase, colours and noise.
@@ -83,6 +86,8 @@ class ImageTask(TableTask):
     path: str = "",
     image_size: int = 32,
     image_column: str = "img",
+    label_column: str = "label",
+    hub_config: str = "",
     seed: int = 0,
     num_train: int = DEFAULT_SIZES["num_train"],
     num_val: int = DEFAULT_SIZES["num_val"],
@@ -91,6 +96,7 @@ class ImageTask(TableTask):
     if image_size < 1:
       raise DataError(f"image: image_size must be at least 1, got {image_size}")
     self.image_size, self.image_column = image_size, image_column
+    self.label_column, self.hub_config = label_column, hub_config
     sizes = {"num_train": num_train, "num_val": num_val, "num_test": num_test}
     gen = {"seed": seed, **sizes, "image_size": image_size}
     super().__init__(path=path, seq_len=image_size * image_size, gen_options=gen)
@@ -110,12 +116,13 @@ class ImageTask(TableTask):
 
   def read(self, source: str) -> Splits:
     splits, classes = {}, None
-    for split, table in open_splits(source, what="image").items():
-      require_columns(table, (self.image_column, "label"))
-      feature = table.rows.features.get("label")
+    image, label = (self.image_column, self.label_column) if self.path else ("img", "label")
+    for split, table in open_splits(source, what="image", hub_config=self.hub_config).items():
+      require_columns(table, {image: "image_column", label: "label_column"})
+      feature = table.rows.features.get(label)
       classes = getattr(feature, "names", None) or classes
-      labels = checked_labels(table, self.num_classes)
-      pixels = lra_grayscale(decode_images(table, self.image_column, self.image_size))
+      labels = checked_labels(table, self.num_classes, label)
+      pixels = lra_grayscale(decode_images(table, image, self.image_size))
       n = len(labels)
       splits[split] = {
         "inputs": pixels.reshape(n, self.seq_len),  # [N, H*W] row-major

@@ -82,11 +82,7 @@ class LanguageModelTask(CausalTask):
     data = {}
     for split in SPLITS:
       if not docs.get(split) or not info["bytes"].get(split):
-        fix = (
-          "give it more text (whole files go to one split each, by a hash of their path)"
-          if self.path
-          else f"raise corpus_bytes (now {self.corpus_bytes})"
-        )
+        fix = documents.empty_split_hint(split, info, self.corpus_bytes)
         raise DataError(
           f"lm: the {split} split of {self.path or 'the stdlib corpus'} is empty (0 bytes); {fix}"
         )
@@ -122,4 +118,14 @@ class LanguageModelTask(CausalTask):
     out = super().summarize(sums)
     out["perplexity"] = math.exp(min(out["loss"], 700.0))  # per token
     out["bits_per_token"] = out["loss"] / math.log(2)
-    return out
+    return self.ordered(out)
+
+  def metric_order(self) -> list[str]:
+    return ["loss", "bits_per_byte", "bits_per_token", "perplexity", "accuracy"]
+
+  def reference_levels(self) -> dict[str, dict[str, float]]:
+    """Chance: a uniform guess over the vocabulary (over the 256 byte values: 8 bits)."""
+    levels = {"loss": {"chance": math.log(self.vocab_size)}}
+    if self.tokenizer is None:
+      levels["bits_per_byte"] = {"chance": 8.0}
+    return levels

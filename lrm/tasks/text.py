@@ -6,9 +6,12 @@ Data (``path``):
     through the same loader as real data. It is NOT IMDB: templated reviews whose label is
     the majority polarity of a few sentiment sentences spread over the whole review (some
     negated, "not good"), so a model must combine evidence that lies far apart.
-  * a local folder: a ``save_to_disk`` DatasetDict, or ``train``/``test`` (and optionally
-    ``validation``) ``.jsonl``/``.json``/``.csv``/``.parquet`` files, columns ``text``, ``label``.
-  * a hub name, e.g. ``imdb`` (splits train/test; needs network once).
+  * a local folder: a ``save_to_disk`` DatasetDict (or a single saved Dataset), ``train``/
+    ``test`` (and optionally ``validation``) ``.jsonl``/``.json``/``.csv``/``.parquet``
+    files, or a hub snapshot (``data/train-*.parquet``); see ``lrm.data.tables``. Columns
+    ``text`` and ``label`` unless ``text_column`` / ``label_column`` name others.
+  * a hub name, e.g. ``imdb`` (splits train/test; needs network once; ``hub_config`` picks
+    a configuration).
 
 Splits: if the source has a validation split it is used; otherwise, as in the LRA code
 (``text_classification/input_pipeline.py``: "use test set for validation because IMDb doesn't
@@ -49,6 +52,9 @@ class TextTask(TableTask):
     path: str = "",
     max_len: int = 1000,
     holdout: int = 0,
+    text_column: str = "text",
+    label_column: str = "label",
+    hub_config: str = "",
     seed: int = 0,
     num_train: int = DEFAULT_SIZES["num_train"],
     num_val: int = DEFAULT_SIZES["num_val"],
@@ -57,6 +63,7 @@ class TextTask(TableTask):
     if max_len < 1:
       raise DataError(f"text: max_len must be at least 1, got {max_len}")
     self.max_len, self.holdout = max_len, holdout
+    self.text_column, self.label_column, self.hub_config = text_column, label_column, hub_config
     sizes = {"num_train": num_train, "num_val": num_val, "num_test": num_test}
     gen = {"seed": seed, **sizes, "doc_len": max_len}
     super().__init__(path=path, seq_len=max_len, gen_options=gen)
@@ -70,9 +77,10 @@ class TextTask(TableTask):
 
   def read(self, source: str) -> Splits:
     splits = {}
-    for split, table in open_splits(source, what="text").items():
-      require_columns(table, ("text", "label"))
-      texts, labels = checked_texts(table), checked_labels(table, self.num_classes)
+    text, label = (self.text_column, self.label_column) if self.path else ("text", "label")
+    for split, table in open_splits(source, what="text", hub_config=self.hub_config).items():
+      require_columns(table, {text: "text_column", label: "label_column"})
+      texts, labels = checked_texts(table, text), checked_labels(table, self.num_classes, label)
       ids, lengths, cut = tok.encode_padded(texts, self.max_len)
       tok.report_truncation(f"text {split}", cut, len(texts), self.max_len)
       splits[split] = {"inputs": ids, "lengths": lengths, "label": labels}
