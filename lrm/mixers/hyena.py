@@ -18,10 +18,12 @@ normalises by its maximum length; an lrm model runs at one length per task).
 Causal: lags 0..L-1 (output i sees inputs <= i; the receptive field is the whole past).
 Bidirectional: lags -(L-1)..L-1, one filter over signed lags (the whole sequence).
 
-Implementations: ``fft`` (the long conv by ``conv_fft.depthwise_fft``: one FFT of size
-~2L causal, ~3L bidirectional, O(L log L D)) and ``dense`` (the oracle: short and long
-convs as explicit ``[L, S, D]`` Toeplitz matrices, O(L^2 D)). FFT round-off makes the
-``fft`` path causal to ~1e-7 relative, not bitwise; ``dense`` is exactly causal.
+Implementations: ``fft`` (``fft_long_conv``: one FFT of size n >= 2L - 1, O(L log L D); the
+negative lags of a bidirectional filter wrap around to the end of the circular kernel, where
+no positive lag reaches, so both directions cost one size-2L transform) and ``dense`` (the
+oracle: short and long convs as explicit ``[L, S, D]`` Toeplitz matrices, O(L^2 D)). FFT
+round-off makes the ``fft`` path causal to ~1e-7 relative, not bitwise; ``dense`` is exactly
+causal.
 """
 
 from __future__ import annotations
@@ -35,9 +37,8 @@ from flax import nnx
 
 from lrm.mixers import presets
 from lrm.mixers.base import Mixer, check_int, zero_padded
-from lrm.mixers.conv import depthwise_flops
-from lrm.mixers.conv_fft import depthwise_fft
-from lrm.mixers.conv_kernels import conv_offsets, depthwise_direct
+from lrm.mixers.conv_fft import fft_flops, next_fast_len
+from lrm.mixers.conv_kernels import ACC, conv_offsets, depthwise_direct
 from lrm.mixers.gated_conv import dense_conv
 from lrm.registry import register
 
@@ -62,6 +63,24 @@ def decay_window(t: np.ndarray, dim: int) -> np.ndarray:
   """``[P, D]`` exponential window ``exp(-|t| delta_d)``, rates spaced from slow to fast."""
   rates = np.linspace(-math.log(TARGET) / SLOW, -math.log(TARGET) / FAST, dim)  # [D]
   return np.exp(-np.abs(t)[:, None] * rates[None, :]).astype(np.float32)
+
+
+def fft_length(length: int) -> int:
+  """FFT size of the long conv: no output i < L wraps around (n >= 2L - 1)."""
+  return next_fast_len(2 * length - 1)
+
+
+def fft_long_conv(z: jax.Array, h: jax.Array, causal: bool) -> jax.Array:
+  """``y[i] = sum_j h[lag i - j] z[j]`` for ``z [B, L, D]`` and ``h [P, D]`` over ascending
+  lags (``lags``), by one circular convolution of size n >= 2L - 1; float32 ``[B, L, D]``."""
+  L = z.shape[1]
+  n = fft_length(L)
+  h = h.astype(ACC)
+  if not causal:  # lags 0..L-1 first, then -(L-1)..-1 at the end of the circle
+    h = jnp.concatenate([h[L - 1 :], jnp.zeros((n - 2 * L + 1, h.shape[1]), ACC), h[: L - 1]])
+  kf = jnp.fft.rfft(h, n, axis=0)  # [F, D]
+  zf = jnp.fft.rfft(z.astype(ACC), n, axis=1)  # [B, F, D]
+  return jnp.fft.irfft(zf * kf[None], n, axis=1)[:, :L]
 
 
 class ImplicitFilter(nnx.Module):
@@ -132,11 +151,10 @@ class Hyena(Mixer):
   def long_conv(self, z: jax.Array) -> jax.Array:
     """``z [B, L, D]`` convolved with the implicit filter over the whole (past) sequence."""
     L = z.shape[1]
-    w = self.filter(L)[::-1]  # [P, D]: tap k reads input i - (L-1) + k, i.e. lag L-1-k
-    right = 0 if self.causal else L - 1
-    if self._impl == "dense":
-      return dense_conv(z, w, L - 1)  # [B, L, D] float32
-    return depthwise_fft(z, w, L - 1, right, 1)
+    h = self.filter(L)  # [P, D] over ascending lags
+    if self._impl == "dense":  # tap k of the band reads input i - (L-1) + k: lag L-1-k
+      return dense_conv(z, h[::-1], L - 1)  # [B, L, D] float32
+    return fft_long_conv(z, h, self.causal)
 
   def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     u = zero_padded(self.proj(x), mask)  # [B, L, 3D]; no bias leaks from padded tokens
@@ -159,10 +177,12 @@ class Hyena(Mixer):
     return int(proj + short + gates + out + self.filter.flops(L) + self.long_conv_flops(L))
 
   def long_conv_flops(self, length: int) -> int:
-    L, P = length, len(lags(length, self.causal))
+    """Dense: the band's select and matmul. FFT: transforms of z, y and the filter (2.5 n
+    log2 n each) and a complex product (6) per frequency and channel."""
     if self._impl == "dense":
-      return 3 * L * L * self.dim  # the band's select and its matmul
-    return int(depthwise_flops("fft", L, P, 1, self.dim))
+      return 3 * length * length * self.dim
+    n = fft_length(length)
+    return int(3 * fft_flops(n) * self.dim + 6 * (n // 2 + 1) * self.dim)
 
 
 presets.register("hyena", lambda r: dict(name="hyena"), windowed=False)
