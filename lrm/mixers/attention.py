@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lrm.mixers import masks
+from lrm.mixers import dispatch, masks
 from lrm.mixers.base import MASKED_LOGIT, Mixer
 from lrm.registry import register
 
@@ -134,11 +134,13 @@ def key_mask(mask: jax.Array | None, batch: int, length: int) -> jax.Array:
 class GlobalAttention(AttentionBase):
   """Full softmax multi-head attention (the Transformer baseline): O(L^2) time.
 
-  ``impl="xla"`` calls ``jax.nn.dot_product_attention`` (which on CPU also materialises
-  the L x L scores); ``impl="dense"`` is the einsum oracle. Causal is honoured by both.
+  ``impl="auto"`` (default) picks per backend and dtype (``dispatch.py``): cuDNN flash
+  attention on GPU, Pallas splash attention on TPU, else ``"xla"``:
+  ``jax.nn.dot_product_attention``'s XLA path (which materialises the L x L scores).
+  ``"cudnn"``/``"splash"`` force a fused kernel; ``impl="dense"`` is the einsum oracle.
   """
 
-  IMPLS = ("xla", "dense")
+  IMPLS = ("auto", "xla", "dense", *dispatch.FUSED)
 
   def __init__(
     self,
@@ -149,7 +151,7 @@ class GlobalAttention(AttentionBase):
     layer_idx: int = 0,
     num_heads: int = 4,
     rotary: bool = False,
-    impl: str = "xla",
+    impl: str = "auto",
   ):
     super().__init__(
       dim,
@@ -160,12 +162,16 @@ class GlobalAttention(AttentionBase):
       rotary=rotary,
       impl=impl,
     )
+    self._impl = dispatch.global_impl(self, jnp.float32)  # what runs in float32 here
 
   def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     B, L, _ = x.shape
     valid = key_mask(mask, B, L)
     q, k, v = self.project(x)  # [B, N, L, H]
-    if self.impl == "dense":
+    impl = dispatch.global_impl(self, q.dtype, L)
+    if impl in dispatch.FUSED:
+      o = dispatch.attend(impl, q, k, v, None if mask is None else valid, causal=self.causal)
+    elif impl == "dense":
       m = valid[:, None, None, :]  # [B, 1, 1, S]
       if self.causal:
         m = m & masks.causal_mask(L)

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lrm.mixers import masks
+from lrm.mixers import dispatch, masks
 from lrm.mixers.attention import AttentionBase, dense_attention, key_mask
 from lrm.mixers.blocked import block_sparse_attention, full_rows
 from lrm.registry import register
@@ -48,7 +48,7 @@ GLOBAL_MODES = ("first", "learned")
 class LocalAttention(AttentionBase):
   """Sliding-window multi-head attention (radius ``window``) + optional global tokens."""
 
-  IMPLS = ("blocked", "dense")
+  IMPLS = ("auto", "blocked", "dense", *dispatch.FUSED)  # auto: dispatch.py
   MIN_BLOCK = 16  # smaller blocks make matmuls too small to be efficient
 
   def __init__(
@@ -62,7 +62,7 @@ class LocalAttention(AttentionBase):
     num_heads: int = 4,
     global_tokens: int = 0,
     global_mode: str = "first",
-    impl: str = "blocked",
+    impl: str = "auto",
     rotary: bool = False,
   ):
     if not isinstance(window, int | np.integer) or window < 0:
@@ -85,6 +85,7 @@ class LocalAttention(AttentionBase):
     self.window = int(window)
     self.global_tokens, self.global_mode = int(global_tokens), global_mode
     self.learned = global_mode == "learned" and global_tokens > 0
+    self._impl = dispatch.local_impl(self, jnp.float32)  # what runs in float32 here
     if self.learned:
       init = nnx.initializers.normal(0.02)
       self.global_emb = nnx.Param(init(rngs.params(), (global_tokens, dim)))  # [G, D]
@@ -112,7 +113,12 @@ class LocalAttention(AttentionBase):
     Lx = h.shape[1]
     w, T, W, g = self.geometry(Lx)
     q, k, v = self.project(h)  # [B, N, G+L, H] (learned) or [B, N, L, H]
-    if self.impl == "dense":
+    impl = dispatch.local_impl(self, q.dtype, Lx)  # fused: cuDNN / Pallas sliding window
+    if impl in dispatch.FUSED:
+      o = dispatch.attend(
+        impl, q, k, v, None if mask is None else valid, causal=self.causal, window=w
+      )
+    elif impl == "dense":
       m = masks.local_global_mask(Lx, w, g, causal=self.causal)
       o = dense_attention(q, k, v, valid[:, None, None, :] & m)
     else:
