@@ -25,6 +25,7 @@ from jax.sharding import Mesh
 
 from lrm import tasks
 from lrm.analysis import counting
+from lrm.mixers import dispatch
 from lrm.train import rundir, sharding
 from lrm.train.checkpoint import Checkpoints
 from lrm.train.evaluate import evaluate
@@ -191,6 +192,12 @@ class Run:
       split=split,
     )
     return {"split": split, "checkpoint": checkpoint, "step": step, "metrics": metrics}
+
+  def impls(self) -> list[str]:
+    """The implementation each layer's mixer runs on this backend at the task's length and
+    the training dtype (``impl="auto"`` resolved: ``lrm/mixers/dispatch.py``)."""
+    dtype, length = DTYPES[self.plain["train"].get("dtype", "float32")], self.task.seq_len
+    return [dispatch.impl_of(m, dtype, length) for m in self.model.encoder.mixer_list()]
 
   # ---- cost ----------------------------------------------------------------------------------
   def costs(self) -> dict[str, float | int]:

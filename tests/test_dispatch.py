@@ -95,3 +95,24 @@ def test_splash_path_matches_dense_oracle(case, causal):
   for a, b in zip(gp1, gp2, strict=True):
     np.testing.assert_allclose(a, b, atol=5e-5, rtol=1e-4)
   assert np.isfinite(y1).all() and not gx1[~mask].any()
+
+
+def test_run_names_the_impl_each_layer_runs(tiny_config, data_cache, monkeypatch):
+  """What the trainer writes to results.json as ``impl``: one entry per layer."""
+  import importlib.util
+
+  from lrm.config import set_mixer
+  from lrm.run import Run
+
+  spec = importlib.util.spec_from_file_location("tiny", tiny_config)
+  tiny = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(tiny)
+  c = tiny.get_config("steps=2")  # recall: a causal task
+  c.model.depth = 3
+  set_mixer(c.model, [{"name": "global"}, {"name": "local", "window": 4}, {"name": "conv"}])
+  assert Run(c).impls() == ["xla", "blocked", "direct"]
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  monkeypatch.setattr(dispatch, "cudnn_supports", lambda *a: True)
+  assert Run(c).impls() == ["xla", "blocked", "direct"]  # float32: cuDNN does not take it
+  c.train.dtype = "bfloat16"
+  assert Run(c).impls() == ["cudnn", "cudnn", "direct"]

@@ -50,7 +50,7 @@ def test_two_processes_train_like_one(reference_run, session_env, tiny_config, t
     assert p.returncode == 0, err[-3000:]
   assert "process 1 of 2 (explicit), coordinator 127.0.0.1" in outs[1][1]
   res = json.loads((tmp_path / "results.json").read_text())
-  assert (res["processes"], res["devices"]) == (2, 8)
+  assert (res["processes"], res["devices"], res["impl"]) == (2, 8, ["direct"])
   a, b = metric_records(reference_run), metric_records(tmp_path)
   assert [(r["step"], r["split"]) for r in a] == [(r["step"], r["split"]) for r in b]
   for ra, rb in zip(a, b, strict=True):
