@@ -289,6 +289,7 @@ def finish(
     "final": final,
     "best": {"step": best["step"], "validation": best["metrics"], "test": best_test},
     **r.costs(),
+    "impl": r.impls(),  # the kernel each layer ran (impl="auto" resolved)
     "tokens_per_s": meta.get("tokens", 0) / max(meta.get("train_time_s", 0.0), 1e-9),
     "wall_time_s": meta.get("elapsed_s", 0.0),
     "devices": jax.device_count(),
