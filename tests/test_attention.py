@@ -11,6 +11,7 @@ from flax import nnx
 
 import lrm.mixers as mixers
 from lrm.mixers import masks
+from lrm.mixers.base import UNBOUNDED
 
 D = 16
 # Tests compile many small programs; skipping XLA's expensive passes halves compile time.
@@ -37,6 +38,11 @@ KERNEL_CASES = {
   "global": ({"name": "global"}, 13, 16),
   "local_w16_rot": ({"name": "local", "window": 16, "rotary": True}, 37, 64),  # block = w
   "local_w5_first": ({"name": "local", "window": 5, "global_tokens": 2}, 32, 37),  # block > w
+  "local_summary": (
+    {"name": "local", "window": 5, "global_tokens": 2, "global_mode": "summary", "rotary": True},
+    37,
+    16,
+  ),
   "local_learned": (
     {"name": "local", "window": 6, "global_tokens": 2, "global_mode": "learned"},
     37,
@@ -88,8 +94,20 @@ def fwd_and_grads(m, x, mask, r):
   return np.asarray(y), [np.asarray(g) for g in jax.tree.leaves(gp)], np.asarray(gx)
 
 
-@pytest.mark.parametrize("causal", [False, True], ids=["bi", "causal"])
-@pytest.mark.parametrize("case", sorted(KERNEL_CASES))
+def refused(spec, causal):
+  """Causal models refuse "first" global tokens (they would see only themselves)."""
+  return causal and spec.get("global_tokens") and spec.get("global_mode", "first") == "first"
+
+
+@pytest.mark.parametrize(
+  "case, causal",
+  [
+    (c, k)
+    for c in sorted(KERNEL_CASES)
+    for k in (False, True)
+    if not refused(KERNEL_CASES[c][0], k)
+  ],
+)
 def test_kernel_matches_dense_oracle_with_padding(case, causal):
   """Forward and gradients (x and params) equal the dense oracle's; padding is inert.
 
@@ -142,13 +160,27 @@ def test_local_window_is_exact_and_contiguous(w, causal):
     assert not dep[i[inside], i[inside] - d].any()
 
 
-@pytest.mark.parametrize("causal", [False, True], ids=["bi", "causal"])
-def test_global_tokens_see_and_are_seen_by_everything(causal):
+def test_first_global_tokens_see_and_are_seen_by_everything():
   L, w, g = 37, 4, 2
-  dep = dependency(build({"name": "local", "window": w, "global_tokens": g}, causal), L)
-  np.testing.assert_array_equal(dep, masks.local_global_mask(L, w, g, causal=causal))
-  if not causal:
-    assert dep[:g].all() and dep[:, :g].all()
+  dep = dependency(build({"name": "local", "window": w, "global_tokens": g}, False), L)
+  np.testing.assert_array_equal(dep, masks.local_global_mask(L, w, g, causal=False))
+  assert dep[:g].all() and dep[:, :g].all()
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["bi", "causal"])
+def test_summary_slots_reach_everything_and_stay_causal(causal):
+  """With summary slots one layer depends on every input (causal: exactly every input at or
+  before the output, nothing after), though the window is 4 of 37 tokens."""
+  spec = {"name": "local", "window": 4, "global_tokens": 2, "global_mode": "summary"}
+  m = build(spec, causal)
+  dep = dependency(m, 37)
+  np.testing.assert_array_equal(dep, masks.causal_mask(37) if causal else np.ones((37, 37)))
+  assert m.receptive_field() == ((UNBOUNDED, 0) if causal else None)
+
+
+def test_causal_first_global_tokens_are_refused():
+  with pytest.raises(ValueError, match="no reach.*global_mode='summary'"):
+    build({"name": "local", "window": 4, "global_tokens": 2}, causal=True)
 
 
 def test_learned_global_tokens_leave_real_dependencies_local():
@@ -216,7 +248,7 @@ def test_fixed_pattern_is_determined_by_seed_and_layer():
 
 def test_dtype_is_preserved_in_bfloat16():
   x = jax.ShapeDtypeStruct((1, 37, D), jnp.bfloat16)
-  for name in ("global", "local_w5_first", "local_learned", "random", "bigbird"):
+  for name in ("global", "local_summary", "local_learned", "random", "bigbird"):
     m = build(KERNEL_CASES[name][0], causal=True)
     assert jax.eval_shape(lambda x, m=m: m(x), x).dtype == jnp.bfloat16
   y = run(build(KERNEL_CASES["bigbird"][0], causal=True), np.ones((1, 37, D), jnp.bfloat16))
@@ -228,6 +260,8 @@ FLOP_CASES = [
   {"name": "global", "impl": "dense", "rotary": True},
   {"name": "local", "window": 32},
   {"name": "local", "window": 20, "global_tokens": 4, "rotary": True},
+  {"name": "local", "window": 20, "global_tokens": 2, "global_mode": "summary"},
+  {"name": "local", "window": 20, "global_tokens": 2, "global_mode": "summary", "impl": "dense"},
   {"name": "local", "window": 20, "global_tokens": 4, "global_mode": "learned"},
   {"name": "random", "block_size": 16},
   {"name": "bigbird", "block_size": 16},
@@ -243,8 +277,13 @@ def xla_flops(m, L, compiled=False):
   return (lowered.compile() if compiled else lowered).cost_analysis()["flops"]
 
 
-@pytest.mark.parametrize("causal", [False, True], ids=["bi", "causal"])
-@pytest.mark.parametrize("spec", FLOP_CASES, ids=lambda s: "-".join(map(str, s.values())))
+@pytest.mark.parametrize(
+  "spec, causal",
+  [(s, k) for s in FLOP_CASES for k in (False, True) if not refused(s, k)],
+  ids=lambda x: (
+    "-".join(map(str, x.values())) if isinstance(x, dict) else ("causal" if x else "bi")
+  ),
+)
 def test_flops_match_xla_cost_analysis(spec, causal):
   """Analytic FLOPs within 15% of XLA's count (lowered program; compiled for two cases)."""
   L = 256

@@ -91,12 +91,13 @@ class AttentionBase(Mixer):
     self.qkv = nnx.Linear(dim, 3 * dim, rngs=rngs)
     self.out = nnx.Linear(dim, dim, rngs=rngs)
 
-  def project(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """``x [B, L, D]`` -> q (scaled by 1/sqrt(H)), k, v, each ``[B, N, L, H]``."""
+  def project(self, x: jax.Array, *, rotate: bool = True) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``x [B, L, D]`` -> q (scaled by 1/sqrt(H)), k, v, each ``[B, N, L, H]``; rotary
+    positions (if on) unless ``rotate=False``."""
     B, L, _ = x.shape
     qkv = self.qkv(x).reshape(B, L, 3, self.num_heads, self.head_dim)  # [B, L, 3, N, H]
     q, k, v = jnp.moveaxis(qkv, (2, 1), (0, 3))  # each [B, N, L, H]
-    if self.rotary:
+    if self.rotary and rotate:
       pos = np.arange(L)
       q, k = rotary(q, pos), rotary(k, pos)
     return q * jnp.asarray(1.0 / math.sqrt(self.head_dim), q.dtype), k, v

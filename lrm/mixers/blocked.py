@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lrm.mixers import masks
+from lrm.mixers import masks, summary
 from lrm.mixers.attention import dense_attention, masked_softmax
 
 
@@ -80,6 +80,7 @@ def block_sparse_attention(
   table: jax.Array | np.ndarray | None = None,
   table_ok: jax.Array | np.ndarray | None = None,
   shared: np.ndarray | None = None,
+  slots: tuple[jax.Array, jax.Array, jax.Array] | None = None,
 ) -> jax.Array:
   """Block-sparse attention for query blocks ``first .. first+count-1``: O(count*T*keys).
 
@@ -89,7 +90,10 @@ def block_sparse_attention(
   * band: key blocks ``c + o`` for ``o in offsets`` (sliced; ``band_ok [Q, O]`` drops
     single entries, e.g. a window block that is also a global block);
   * table: key blocks ``table [Q, R]`` (gathered; ``table_ok`` marks real entries);
-  * shared: key positions ``shared [G]`` that every query sees (global columns).
+  * shared: key positions ``shared [G]`` that every query sees (global columns);
+  * slots: G extra keys per query given by their scores: ``(scores [B, N, W*T, G] float32,
+    values [B, N, W*T|1, G, H], ok [B, 1, W*T|1, G])`` (per query position, or one set for
+    all; ``summary.py``).
 
   Band and table keys together are the U = (O + R) * T keys of the block. Token-level rules
   on top: causal ``j <= i``; ``window``: ``|i - j| <= window`` and ``min_key``:
@@ -138,12 +142,25 @@ def block_sparse_attention(
     if causal:
       mh = mh & (shared <= qpos)  # [B, 1, Q, T, G]
     parts.append((sh, mh))
+  if slots is not None:
+    ss, vs, ok = (a if a.shape[2] == 1 else a[:, :, first * T : (first + count) * T] for a in slots)
+    parts.append((_query_blocks(ss, count, T), _query_blocks(ok, count, T)))  # [B, N, Q, T, G]
   probs = masked_softmax(parts)
   o = jnp.einsum(
     "BNQTU,BNQUH->BNQTH", probs[0].astype(vg.dtype), vg, preferred_element_type=jnp.float32
   )  # [B, N, Q, T, H]
-  if len(probs) > 1:
+  if shared is not None and len(shared):
     o = o + jnp.einsum(
       "BNQTG,BNGH->BNQTH", probs[1].astype(vh.dtype), vh, preferred_element_type=jnp.float32
     )
-  return o.reshape(B, N, count * T, H)
+  o = o.reshape(B, N, count * T, H)
+  if slots is not None:
+    o = o + summary.slot_values(probs[-1].reshape(B, N, count * T, -1), vs)
+  return o
+
+
+def _query_blocks(x: jax.Array, count: int, T: int) -> jax.Array:
+  """``[B, N|1, Q*T|1, G] -> [B, N|1, Q|1, T|1, G]`` (a broadcast axis stays one)."""
+  if x.shape[2] == 1:
+    return x[:, :, :, None]
+  return x.reshape(x.shape[0], x.shape[1], count, T, x.shape[3])

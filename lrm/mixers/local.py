@@ -14,34 +14,47 @@ tokens (``T <= L``); a query block needs only key blocks c-1, c (causal) or c-1,
 so time and memory are O(L * 3T) and no L x L matrix is ever formed. The tail is padded
 internally and stripped. ``impl="dense"`` is the O(L^2) masked oracle.
 
-Global tokens (Longformer/ETC): ``global_tokens=g`` positions attend to everything and
-are attended by everything, on top of the window. ``global_mode="first"`` makes the
-first g tokens global: their keys are appended to every block's keys (L x g scores) and
-their rows are computed separately (g x L scores), so memory stays linear.
-``global_mode="learned"`` prepends g learned vectors (parameters) internally and strips
-them from the output. Because a mixer maps [B, L, D] -> [B, L, D], the learned tokens are
-re-created from the parameters in every layer: they act as learned key/value slots that
-every query can read (an attention sink), but they cannot carry information from one
-end of the sequence to the other. Use ``"first"`` for one-layer global reach.
+Global tokens, ``global_tokens=g`` on top of the window, in one of three modes:
 
-Causal + global: a global key is visible only to queries at or after it, and the rows of
-the first g tokens are ordinary causal rows (for ``"first"``, nothing extra to compute);
-causality therefore holds exactly. Learned tokens come before every real token.
+* ``"summary"`` (the ``local_global`` preset): g slots whose keys and values pool the whole
+  sequence (causal: the whole past) with learned queries (``summary.py``); every token reads
+  them in the same softmax as its window. One layer reaches everything (everything before,
+  when causal), and it is exactly causal: slot j at position i pools tokens <= i only.
+* ``"first"`` (Longformer/ETC, bidirectional only): the first g tokens attend to everything
+  and are attended by everything. Their keys are appended to every block's keys (L x g
+  scores) and their rows computed separately (g x L scores), so memory stays linear. Another
+  token reads them as keys and values of their *inputs*, so one layer reaches the window
+  and the first g positions, and a second layer everything (what those rows gathered).
+  Causal, those rows see only themselves, so the mode gives a causal model no reach beyond
+  the window: it is refused.
+* ``"learned"``: g learned vectors (parameters) prepended internally and stripped from the
+  output. A mixer maps [B, L, D] -> [B, L, D], so they are re-made from the parameters in
+  every layer: key/value slots every query can read (an attention sink) that carry nothing
+  across the sequence; the field stays the window. Causal: they come before every token.
 """
 
 from __future__ import annotations
+
+import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lrm.mixers import dispatch, masks
-from lrm.mixers.attention import AttentionBase, dense_attention, key_mask
+from lrm.mixers import dispatch, masks, summary
+from lrm.mixers.attention import SOFTMAX_FLOPS, AttentionBase, dense_attention, key_mask, rotary
 from lrm.mixers.blocked import block_sparse_attention, full_rows
 from lrm.registry import register
 
-GLOBAL_MODES = ("first", "learned")
+GLOBAL_MODES = ("summary", "first", "learned")
+
+
+def pad_positions(a: jax.Array, extra: int) -> jax.Array:
+  """Zero-pad axis 2 (positions of ``[B, N, L, ...]``) by ``extra`` at the end."""
+  pads = [(0, 0)] * a.ndim
+  pads[2] = (0, extra)
+  return jnp.pad(a, pads)
 
 
 @register("mixer", "local")
@@ -73,6 +86,11 @@ class LocalAttention(AttentionBase):
       raise ValueError(
         f"local: unknown global_mode '{global_mode}'; choose one of {', '.join(GLOBAL_MODES)}"
       )
+    if causal and global_tokens and global_mode == "first":
+      raise ValueError(
+        "local: global_mode='first' gives a causal model no reach (the first tokens see only "
+        "themselves); use global_mode='summary'"
+      )
     super().__init__(
       dim,
       causal=causal,
@@ -86,15 +104,19 @@ class LocalAttention(AttentionBase):
     self.global_tokens, self.global_mode = int(global_tokens), global_mode
     self.learned = global_mode == "learned" and global_tokens > 0
     self._impl = dispatch.local_impl(self, jnp.float32)  # what runs in float32 here
+    self.summary = global_mode == "summary" and global_tokens > 0
+    init = nnx.initializers.normal(0.02)
     if self.learned:
-      init = nnx.initializers.normal(0.02)
       self.global_emb = nnx.Param(init(rngs.params(), (global_tokens, dim)))  # [G, D]
+    if self.summary:  # the slots' pooling queries, [G, N, H]
+      self.slot_query = nnx.Param(init(rngs.params(), (global_tokens, num_heads, self.head_dim)))
 
   def geometry(self, length: int) -> tuple[int, int, int, int]:
     """(window, block T, blocks W, global g) used at internal length ``length``."""
     w = min(self.window, length - 1)
     T = min(max(w, self.MIN_BLOCK), length)
-    return w, T, masks.num_blocks(length, T), min(self.global_tokens, length)
+    g = 0 if self.summary else min(self.global_tokens, length)  # global positions
+    return w, T, masks.num_blocks(length, T), g
 
   def offsets(self, w: int, W: int) -> tuple[int, ...]:
     if w == 0 or W == 1:
@@ -112,26 +134,50 @@ class LocalAttention(AttentionBase):
       valid = jnp.concatenate([jnp.ones((B, g), bool), valid], axis=1)
     Lx = h.shape[1]
     w, T, W, g = self.geometry(Lx)
-    q, k, v = self.project(h)  # [B, N, G+L, H] (learned) or [B, N, L, H]
+    if self.summary:
+      q, k, v = self.project(h, rotate=False)  # [B, N, L, H]
+      slots = self._slots(q, k, v, valid)
+      if self.rotary:
+        q, k = rotary(q, np.arange(Lx)), rotary(k, np.arange(Lx))
+    else:
+      q, k, v = self.project(h)  # [B, N, G+L, H] (learned) or [B, N, L, H]
+      slots = None
     impl = dispatch.local_impl(self, q.dtype, Lx)  # fused: cuDNN / Pallas sliding window
     if impl in dispatch.FUSED:
       o = dispatch.attend(
         impl, q, k, v, None if mask is None else valid, causal=self.causal, window=w
       )
     elif impl == "dense":
-      m = masks.local_global_mask(Lx, w, g, causal=self.causal)
-      o = dense_attention(q, k, v, valid[:, None, None, :] & m)
+      m = valid[:, None, None, :] & masks.local_global_mask(Lx, w, g, causal=self.causal)
+      o = (
+        dense_attention(q, k, v, m)
+        if slots is None
+        else summary.dense_with_slots(q, k, v, m, slots)
+      )
     else:
-      o = self._blocked(q, k, v, valid, w, T, W, g)
+      o = self._blocked(q, k, v, valid, w, T, W, g, slots)
     if self.learned:
       o = o[:, :, self.global_tokens :]  # drop the learned tokens' rows
     return self.merge(o, x.dtype)
 
-  def _blocked(self, q, k, v, valid, w: int, T: int, W: int, g: int) -> jax.Array:
+  def _slots(self, q, k, v, valid) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Summary slots of un-rotated ``q, k, v``: (scores ``[B, N, L, G]``, values, ok)."""
+    u = self.slot_query[...].astype(k.dtype) * (1.0 / math.sqrt(self.head_dim))  # [G, N, H]
+    logits = summary.pool_logits(u, k)  # [B, N, G, L]
+    if self.impl == "dense":
+      ks, vs, ok = summary.pooled_dense(logits, k, v, valid, causal=self.causal)
+    else:
+      pool = summary.pooled_prefix if self.causal else summary.pooled_all
+      ks, vs, ok = pool(logits, k, v, valid)  # [B, N, L|1, G, H], [B, 1, L|1, G]
+    return summary.slot_scores(q, ks), vs, ok
+
+  def _blocked(self, q, k, v, valid, w: int, T: int, W: int, g: int, slots) -> jax.Array:
     Lx, Lp = q.shape[2], W * T
     pad = ((0, 0), (0, 0), (0, Lp - Lx), (0, 0))
     q, k, v = (jnp.pad(a, pad) for a in (q, k, v))  # [B, N, W*T, H]
     valid = jnp.pad(valid, ((0, 0), (0, Lp - Lx)))  # padded tail is never a key
+    if slots is not None:  # per-position slot arrays are padded like the queries
+      slots = tuple(a if a.shape[2] == 1 else pad_positions(a, Lp - Lx) for a in slots)
     o = block_sparse_attention(
       q,
       k,
@@ -145,6 +191,7 @@ class LocalAttention(AttentionBase):
       window=w,
       min_key=g,  # global keys come through `shared`, never twice
       shared=np.arange(g) if g else None,
+      slots=slots,
     )  # [B, N, W*T, H]
     if g and not self.causal and not self.learned:  # learned rows are discarded anyway
       rows = full_rows(q, k, v, valid, 0, g, causal=False)  # [B, N, G, H]
@@ -160,9 +207,27 @@ class LocalAttention(AttentionBase):
       pairs = W * T * (len(self.offsets(w, W)) * T + g)
       if g and not self.causal and not self.learned:
         pairs += g * W * T
-    return int(self.projection_flops(Lx, length) + self.score_flops(pairs))
+    f = self.projection_flops(Lx, length) + self.score_flops(pairs)
+    return int(
+      f + (self.slot_flops(Lx, Lx if self.impl == "dense" else W * T) if self.summary else 0)
+    )
+
+  def slot_flops(self, length: int, queries: int) -> int:
+    """Summary slots: pooling logits, the pooling itself and ``queries`` x G slot scores."""
+    L, G, N, H = length, self.global_tokens, self.num_heads, self.head_dim
+    if self.impl == "dense":
+      pool = L * L * (4 * H + SOFTMAX_FLOPS)  # the [L, S] pooling matrix, times k and v
+    elif self.causal:
+      pool = L * (16 * H + 21)  # prefix scan: ~2L joins of (max, sum, k and v sums)
+    else:
+      pool = L * (4 * H + SOFTMAX_FLOPS)
+    return int(2 * L * G * N * H + G * N * pool + self.score_flops(queries * G))
 
   def receptive_field(self) -> tuple[int, int] | None:
+    if self.summary:
+      return super().receptive_field()  # the whole sequence (the whole past, if causal)
     if self.global_tokens and not self.learned:
-      return None  # any position reaches the first g tokens and they reach everything
+      # "first" (bidirectional): one layer reaches its window and the first g tokens, a
+      # second one everything (what their rows gathered); stacked reach is the whole sequence
+      return None
     return (self.window, 0 if self.causal else self.window)

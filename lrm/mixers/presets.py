@@ -134,7 +134,12 @@ register("local", lambda r: dict(name="local", window=r.window, num_heads=r.head
 register(
   "local_global",
   lambda r: dict(
-    name="local", window=r.window, num_heads=r.heads, global_tokens=2, rotary=r.rotary
+    name="local",
+    window=r.window,
+    num_heads=r.heads,
+    global_tokens=2,
+    global_mode="summary",  # reaches everything (the whole past, causal) in one layer
+    rotary=r.rotary,
   ),
 )
 register(
