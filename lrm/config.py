@@ -10,11 +10,14 @@ An experiment config is a Python file with ``get_config(arg: str | None)`` retur
           in ``lrm.mixers.presets``), positions,
           mlp_ratio, mlp_dim, dropout, [pool | tie_embedding]}
   train: {steps, batch_size, eval_every, checkpoint_every, log_every, eval_batch_size,
-          grad_accum, dtype, max_eval_batches, keep_checkpoints}
+          grad_accum, dtype, max_eval_batches, keep_checkpoints, profile_steps, wandb_project}
   optim: {lr, warmup_steps, schedule ("cosine" | "rsqrt" | "constant"), end_lr_ratio,
           weight_decay, clip_norm, b1, b2}
 
-``arg`` selects a variant: ``"local"`` or ``"mixer=local,size=small,window=32"``.
+``arg`` selects a variant: ``"local"`` or ``"mixer=local,size=small,window=32"``; a hybrid
+stack is ``"mixer=local+global"`` (``lrm.mixers.presets``). ``complete`` fills the ``data``
+section with every option of the task's constructor that the file leaves out, so each one
+can be overridden from the command line (``lrm/config_cli.py``).
 """
 
 from __future__ import annotations
@@ -29,21 +32,36 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
   """Parse ``"local,size=small"`` into typed options, like big_vision's ``parse_arg``.
 
   A bare word sets the first default's key (``"local"`` -> ``mixer=local``). Values are
-  converted to the type of their default; unknown keys raise an error listing the known.
+  converted to the type of their default; unknown keys raise an error listing the known, and
+  a key given twice (``"local,global"`` sets ``mixer`` twice) is an error naming both values.
   """
   out = dict(defaults)
   first = next(iter(defaults)) if defaults else None
+  given: dict[str, str] = {}
   for item in filter(None, (arg or "").split(",")):
     key, sep, value = item.partition("=")
     if not sep:
       if first is None:
         raise ValueError(f"config variant '{item}' given but this config takes no variants")
       key, value = first, item
-    key = key.strip()
+    key, value = key.strip(), value.strip()
     if key not in defaults:
       raise ValueError(f"unknown config variant key '{key}'; known: {', '.join(defaults)}")
-    out[key] = _convert(value.strip(), defaults[key], key)
+    if key in given:
+      raise ValueError(_repeated(key, given[key], value, bare=not sep))
+    given[key] = value
+    out[key] = _convert(value, defaults[key], key)
   return ml_collections.ConfigDict(out)
+
+
+def _repeated(key: str, old: str, new: str, *, bare: bool) -> str:
+  how = f" (a bare word sets '{key}')" if bare else ""
+  fix = (
+    f"a hybrid stack is written with '+': {key}={old}+{new}"
+    if key == "mixer"
+    else f"give '{key}' once"
+  )
+  return f"config variant '{key}' is given twice{how}: '{old}', then '{new}'; {fix}"
 
 
 def _convert(value: str, default: Any, key: str) -> Any:
@@ -96,6 +114,8 @@ def base_config() -> ml_collections.ConfigDict:
       dtype="float32",
       max_eval_batches=0,  # 0 = the whole split
       keep_checkpoints=2,
+      profile_steps=(),  # (first, last): a jax.profiler trace of those steps in <workdir>/profile
+      wandb_project="",  # "" = off; a name logs to Weights & Biases (needs `pip install wandb`)
     )
   )
   c.optim = ml_collections.ConfigDict(
@@ -111,3 +131,40 @@ def base_config() -> ml_collections.ConfigDict:
     )
   )
   return c
+
+
+def task_options(task: str) -> dict[str, Any]:
+  """``{option: default}`` of a registered task's constructor: the ``data`` section's schema.
+
+  An unknown task gives ``{}`` (building the run names the known ones).
+  """
+  import inspect
+
+  from lrm import registry, tasks  # noqa: F401  (importing tasks registers them)
+
+  try:
+    cls = registry.lookup("task", task)
+  except KeyError:
+    return {}
+  params = inspect.signature(cls.__init__).parameters
+  out = {}
+  for name in registry.options(cls):
+    default = params[name].default
+    if default is not inspect.Parameter.empty and default is not None:
+      out[name] = tuple(default) if isinstance(default, list) else default
+  return out
+
+
+def complete(config: ml_collections.ConfigDict, task: str | None = None) -> None:
+  """Give ``config.data`` every option of the task (``task`` or ``config.task``) that it lacks,
+  at the constructor's default, so that ``--config.data.<option>=...`` can set it."""
+  missing = {
+    k: v for k, v in task_options(task or config.task).items() if k not in config.get("data", {})
+  }
+  if not missing:
+    return
+  with config.unlocked():
+    if "data" not in config:
+      config.data = ml_collections.ConfigDict()
+    for k, v in missing.items():
+      config.data[k] = v

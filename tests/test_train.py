@@ -16,6 +16,7 @@ from conftest import REFERENCE, metric_records, read_params
 from flax import nnx
 
 from lrm import tasks
+from lrm.config import complete
 from lrm.data.arrays import ArrayDataset
 from lrm.train import loop, optim, sharding
 from lrm.train.evaluate import evaluate
@@ -169,6 +170,7 @@ def test_evaluation_covers_the_whole_split_once_and_reports_a_cap(prepared, full
 def test_run_directory_holds_everything(reference_run, tiny_config):
   wd = reference_run
   _, cfg = load_config(tiny_config, REFERENCE)
+  complete(cfg)  # scripts/train.py fills the data section with the task's other options
   assert json.loads((wd / "config.json").read_text()) == json.loads(
     json.dumps(cfg.to_dict(), sort_keys=True)
   )
