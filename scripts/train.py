@@ -5,7 +5,17 @@ r"""Train a model: any task, any mixer, from one CPU to a TPU pod.
       --workdir=runs/recall_global --config.train.steps=3000 --config.optim.lr=1e-3
 
 Rerunning the same command resumes from the newest checkpoint; a different config in the
-same workdir is refused unless --restart is given (which deletes that run first). Flags:
+same workdir is refused unless --restart is given (which deletes that run first), and
+--extend continues a finished or stopped run to a larger --config.train.steps (the
+learning-rate schedule is rebuilt for the new length; see the README). Every option of the
+task is a config key (--config.data.<option>); list elements are written
+--config.model.mixer[1].window=4. --print_config prints the resolved config (one
+`key = value` line per key, the names overrides take) and exits; --dry_run also builds the
+task and model, prints a per-layer table (mixer, impl, parameters, FLOPs/token, receptive
+field), the totals and what the workdir holds, and exits without writing anything.
+Progress and results go to stdout (a tqdm bar on a terminal, plain lines otherwise),
+warnings and errors to stderr, and both to <workdir>/train.log; --verbose also shows the
+progress bars and logs of libraries (HF datasets). Flags:
 --multihost joins a multi-process run (the layout that lrm/train/launch.py reads from the
 environment, given to jax.distributed.initialize(); see scripts/launch_tpu_pod.sh and
 scripts/slurm_multigpu.sh). One process at a time may write a
@@ -21,7 +31,6 @@ CPU hook: with LRM_MALLOC_TUNING=1 the script restarts itself with glibc malloc 
 
 from __future__ import annotations
 
-import difflib
 import os
 import signal
 import sys
@@ -40,9 +49,11 @@ if os.environ.get("LRM_MALLOC_TUNING") == "1" and "GLIBC_TUNABLES" not in os.env
   )
 
 from absl import flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
 
-USAGE = "usage: train.py --config=experiments/<file>.py[:<variant>] --workdir=<dir> [--restart]"
+USAGE = (
+  "usage: train.py --config=experiments/<file>.py[:<variant>] --workdir=<dir> "
+  "[--config.<key>=<value> ...] [--restart | --extend] [--print_config] [--dry_run] [--verbose]"
+)
 
 
 def error(message: str, code: int = 2) -> int:
@@ -50,66 +61,59 @@ def error(message: str, code: int = 2) -> int:
   return code
 
 
-def parse(argv: list[str], *, workdir_flag: bool = True) -> flags.FlagValues:
-  """Flags into a fresh ``FlagValues`` (so ``main`` can be called repeatedly, e.g. by tests)."""
+def parse(argv: list[str]) -> tuple[flags.FlagValues, object | None]:
+  """Flags into a fresh ``FlagValues`` (so ``main`` can be called repeatedly, e.g. by tests),
+  and the config (None without ``--config``), loaded by ``lrm.config_cli``."""
+  from lrm import config_cli
+
+  spec, overrides, rest = config_cli.split_argv(argv)
   fv = flags.FlagValues()
-  config_flags.DEFINE_config_file(
-    "config",
-    None,
-    "experiment config: a file with get_config(arg)",
-    flag_values=fv,
-    lock_config=True,
-    sys_argv=argv,
-  )
   flags.DEFINE_string("workdir", None, "run directory (created; reused to resume)", flag_values=fv)
   flags.DEFINE_bool("restart", False, "delete the run in --workdir and start over", flag_values=fv)
+  flags.DEFINE_bool("extend", False, "continue a run to a larger train.steps", flag_values=fv)
   flags.DEFINE_bool("multihost", False, "call jax.distributed.initialize() first", flag_values=fv)
-  fv(argv)
-  if fv["config"].present:
-    fv.config.to_dict()  # a config file that failed to load raises only when first used
-  return fv
-
-
-def unknown_key(argv: list[str], key: str) -> str:
-  """The typo'd override among ``argv``, with the closest real keys."""
-  cfg_arg = [a for a in argv if a.startswith("--config=")]
-  known: list[str] = []
-  if cfg_arg:
-    fv = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", None, "", flag_values=fv, sys_argv=["x", *cfg_arg])
-    fv(["x", *cfg_arg])
-
-    def walk(d: dict, prefix: str = "") -> None:
-      for k, v in d.items():
-        known.append(prefix + k)
-        if isinstance(v, dict):
-          walk(v, f"{prefix}{k}.")
-
-    walk(fv.config.to_dict())
-  bad = [a.split("=")[0][len("--config.") :] for a in argv if a.startswith("--config.")]
-  bad = [b for b in bad if b not in known] or [key]
-  hint = difflib.get_close_matches(bad[0], known, n=3)
-  did_you_mean = f" (did you mean {', '.join(hint)}?)" if hint else ""
-  return (
-    f"unknown config key '{bad[0]}'{did_you_mean}; an override must name a key of the config file"
-  )
+  flags.DEFINE_bool("print_config", False, "print the resolved config and exit", flag_values=fv)
+  flags.DEFINE_bool("dry_run", False, "print the layers and exit", flag_values=fv)
+  flags.DEFINE_bool("verbose", False, "show library progress bars and logs", flag_values=fv)
+  fv(["train.py", *rest])
+  if spec is None:
+    if overrides:
+      raise config_cli.ConfigError(f"{overrides[0]} given without --config=<file>  ({USAGE})")
+    return fv, None
+  return fv, config_cli.load_with_overrides(spec, overrides)
 
 
 def main(argv: list[str] | None = None) -> int:
   argv = list(sys.argv if argv is None else argv)
-  if {"-h", "--help", "--helpfull"} & set(argv[1:]):
-    print(__doc__)
-    return 0
+  help_asked = bool({"-h", "--help", "--helpfull"} & set(argv[1:]))
+  argv = [a for a in argv if a not in ("-h", "--help", "--helpfull")]
+  from lrm.config_cli import ConfigError, format_config
+
   try:
-    fv = parse(argv)
-  except (AttributeError, KeyError) as e:  # ml_collections: override of a missing key
-    return error(unknown_key(argv, str(e).strip("'\"")))
+    fv, config = parse(argv)
+  except ConfigError as e:
+    return error(e)
   except (flags.Error, OSError) as e:
     return error(f"{str(e).strip().splitlines()[-1]}  ({USAGE})")
   except Exception as e:  # the config file itself fails: syntax error, get_config raises
     return error(f"cannot load the config file: {config_error(e)}")
-  if fv.config is None or fv.workdir is None:
+  if help_asked or fv.print_config:
+    if help_asked:
+      print(__doc__)
+    if config is not None:
+      if help_asked:
+        print("keys of this config (override any with --config.<key>=<value>):")
+      print(format_config(config), flush=True)
+    return 0
+  if config is None or (fv.workdir is None and not fv.dry_run):
     return error(f"--config and --workdir are required ({USAGE})")
+  if fv.restart and fv.extend:
+    return error("--restart deletes the run and --extend continues it; give one of them")
+  from lrm.train import console
+
+  console.quiet_libraries(verbose=fv.verbose)
+  if fv.dry_run:
+    return dry_run(config, fv.workdir)
   if fv.multihost:
     from lrm.train import launch, sharding
 
@@ -123,18 +127,40 @@ def main(argv: list[str] | None = None) -> int:
   guard.quiet_storage_noise()
   with guard.Preemption() as preempt:  # before set-up: a SIGTERM at any moment is handled
     preempt.flag = bool(_EARLY_SIGTERM)
-    code = run(fv, preempt)
+    with console.capture():  # train.log gets these lines once the workdir is locked
+      code = run(fv, config, preempt)
   if code == guard.EXIT_IO:  # a failed background write would print tracebacks at shutdown
     guard.hard_exit(code)
   return code
 
 
-def run(fv: flags.FlagValues, preempt: object) -> int:
+def dry_run(config: object, workdir: str | None) -> int:
+  """Build the task and model, print what they are and what the workdir holds; write nothing."""
+  from lrm.describe import describe
+  from lrm.run import Run
   from lrm.tasks import DataError
-  from lrm.train import guard, loop
+  from lrm.train.extend import warmup_warning, workdir_state
 
   try:
-    prepared = loop.prepare(fv.config, fv.workdir, restart=fv.restart)
+    run = Run.from_config(config, workdir)
+    if warmup_warning(run.plain):
+      print(warmup_warning(run.plain), file=sys.stderr)
+    print(describe(run))
+    if workdir is not None:
+      print(workdir_state(run.workdir, run.plain))
+  except (DataError, ValueError, KeyError, FileNotFoundError) as e:
+    return error(e.args[0] if isinstance(e, KeyError) and e.args else e)
+  print("dry run: nothing was trained or written", flush=True)
+  return 0
+
+
+def run(fv: flags.FlagValues, config: object, preempt: object) -> int:
+  from lrm.tasks import DataError
+  from lrm.train import guard, loop
+  from lrm.train.monitor import summary
+
+  try:
+    prepared = loop.prepare(config, fv.workdir, restart=fv.restart, extend=fv.extend)
     results = loop.train(prepared, preempt)
   except guard.Interrupted as e:
     preempt.acted = True
@@ -158,7 +184,7 @@ def run(fv: flags.FlagValues, preempt: object) -> int:
       return error(e)
     raise
   if results is not None and loop.is_lead():
-    print(loop.summary(results, fv.workdir), flush=True)
+    print(summary(results, fv.workdir), flush=True)
   return guard.EXIT_OK
 
 

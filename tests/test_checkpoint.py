@@ -70,7 +70,7 @@ def test_sigkill_then_rerun_continues_exactly(
         f.write_bytes(f.read_bytes()[:64])  # truncated, like an interrupted write
   rc, out, err = finish(cli("train.py", *args))
   assert rc == 0, err[-3000:]
-  assert f"resuming at step {latest}/12" in err
+  assert f"resuming at step {latest}/12" in out  # progress is on stdout, warnings on stderr
   assert not list(ckpt.glob("*.orbax-checkpoint-tmp"))  # replaced by the real save
   assert_same_run(reference_run, tmp_path)
 

@@ -111,7 +111,7 @@ def test_nan_stops_the_run_then_restart_reproduces_the_reference(
   assert rc == 2 and "different config (optim.lr: 1e+30 -> 0.003" in one_error_line(err)
   rc, out, err = finish(cli("train.py", *args, "--restart"))  # a fresh process
   assert rc == 0, err[-3000:]
-  assert "starting step 0/12" in err and "final test accuracy" in out
+  assert "starting step 0/12" in out and "final test accuracy" in out
   assert metric_records(wd) == metric_records(reference_run)
   a, b = read_params(wd, 12), read_params(reference_run, 12)
   assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)

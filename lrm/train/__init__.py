@@ -10,5 +10,11 @@
   rundir.py      the run directory layout, config.json conflicts, results.json helpers
   guard.py       one writer per workdir (lock), exit codes, SIGTERM handling, I/O failures
   malloc.py      the glibc malloc tunables for CPU runs (train.py and the benchmarks)
-  monitor.py     metrics.jsonl, TensorBoard, progress lines, throughput, curve plots
+  monitor.py     metrics.jsonl, TensorBoard, the start/progress/validation/closing lines
+  console.py     stdout for progress, stderr for warnings, both teed into train.log
+  timing.py      tokens per second (compilation left out), time left (evaluations included)
+  plots.py       plots/curves.png: loss (train + validation), main metric, chance levels
+  tracking.py    the config as TensorBoard text and hyperparameters; optional wandb
+  trace.py       train.profile_steps: a jax.profiler trace of chosen steps
+  extend.py      new run, resume or --extend (to a larger train.steps); warm-up warning
 """

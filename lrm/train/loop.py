@@ -30,12 +30,14 @@ import jax
 from jax.experimental import multihost_utils
 
 from lrm.run import Run
-from lrm.train import rundir, sharding
+from lrm.train import console, rundir, sharding, trace, tracking
 from lrm.train.checkpoint import Checkpoints
 from lrm.train.evaluate import evaluate
+from lrm.train.extend import plan_workdir, warmup_warning
 from lrm.train.guard import Interrupted, Preemption, WorkdirLock, remove_unfinished_saves
-from lrm.train.monitor import Monitor, Throughput
+from lrm.train.monitor import Monitor
 from lrm.train.step import Steps
+from lrm.train.timing import Throughput
 
 
 class Diverged(RuntimeError):
@@ -47,20 +49,31 @@ class Prepared:
   """A checked run and what to do with its workdir."""
 
   run: Run
-  resume: bool  # the workdir holds this run (same config)
+  resume: bool  # the workdir holds this run (same config, or the one --extend continues)
   restart: bool  # wipe the previous run's files before writing
+  extend_from: int = 0  # > 0: --extend continues a run of that many steps (lrm.train.extend)
 
 
-def prepare(config: Any, workdir: Path | str, *, restart: bool = False) -> Prepared:
+def prepare(
+  config: Any, workdir: Path | str, *, restart: bool = False, extend: bool = False
+) -> Prepared:
   """Check the config, data and workdir; raise a one-line error before touching anything."""
   run = Run.from_config(config, workdir)
-  resume = rundir.check_workdir(run.workdir, run.plain, restart=restart)
-  return Prepared(run, resume, restart)
+  tc = run.plain["train"]
+  trace.check(tc.get("profile_steps", ()), int(tc["steps"]))
+  tracking.check_wandb(run.plain)
+  plan = plan_workdir(run.workdir, run.plain, restart=restart, extend=extend)
+  warning = warmup_warning(run.plain)
+  if warning and is_lead():
+    _warn(warning)
+  return Prepared(run, plan.resume, restart, plan.extend_from)
 
 
-def run(config: Any, workdir: Path | str, *, restart: bool = False) -> dict[str, Any] | None:
-  """Train (or resume) a run; returns results, or None if stopped by SIGTERM."""
-  return train(prepare(config, workdir, restart=restart))
+def run(
+  config: Any, workdir: Path | str, *, restart: bool = False, extend: bool = False
+) -> dict[str, Any] | None:
+  """Train (or resume, or extend) a run; returns results, or None if stopped by SIGTERM."""
+  return train(prepare(config, workdir, restart=restart, extend=extend))
 
 
 def _warn(text: str) -> None:
@@ -86,7 +99,10 @@ def train(p: Prepared, preempt: Preemption | None = None) -> dict[str, Any] | No
   if lock is not None:
     lock.acquire()
   try:
-    return _train(p, preempt)
+    if lock is None:
+      return _train(p, preempt)
+    with console.log_to(p.run.workdir / "train.log", fresh=p.restart):
+      return _train(p, preempt)
   finally:
     if lock is not None:
       lock.release()
@@ -124,13 +140,14 @@ def _train(p: Prepared, preempt: Preemption) -> dict[str, Any] | None:
   if lead:  # interrupted saves never hold a committed step; only this writer may remove them
     remove_unfinished_saves(wd)
   ckpts = r.checkpoints()
-  if p.resume and (ckpts.latest_step() or 0) >= total:
+  if p.resume and not p.extend_from and (ckpts.latest_step() or 0) >= total:
     done = rundir.read_json_or_none(wd / "results.json", note=_warn)
     if isinstance(done, dict) and "final" in done:
       ckpts.close()
       if lead:
         print(f"{wd} holds a finished run; results.json is up to date", flush=True)
       return done
+  console.start_log()  # this session writes to the run: train.log gets its lines
   train_ds, pid = task.dataset("train"), jax.process_index()  # global batches, this host's rows
   first = sharding.host_rows(train_ds.train_batches(tc.batch_size, seed=cfg.seed), pid, procs)
   start, state, meta = _resume(p, ckpts, steps, next(first))
@@ -139,17 +156,14 @@ def _train(p: Prepared, preempt: Preemption) -> dict[str, Any] | None:
   batch = next(batches)
   # Totals carried over from earlier sessions of this run (zero when starting).
   meta = {"elapsed_s": 0.0, "train_time_s": 0.0, "tokens": 0, **meta}
+  meta = tracking.session_meta(meta, r.plain, p.extend_from)  # wandb id, extensions
   if lead:
-    if not start:
+    if not start or p.extend_from:
       rundir.write_json(wd / "config.json", r.plain)
     if not start or rundir.read_json_or_none(wd / "vocab.json", note=_warn) is None:
       rundir.write_json(wd / "vocab.json", task.vocab())
-  monitor = Monitor(wd, total_steps=total, start_step=start, active=lead)
-  n_params = sum(x.size for x in jax.tree.leaves(state["model"]["params"]))
-  monitor.message(
-    f"{'resuming at' if start else 'starting'} step {start}/{total}: task {cfg.task}, "
-    f"{n_params:,} parameters, {jax.device_count()} devices, workdir {wd}"
-  )
+  monitor = Monitor.open(r, start, active=lead, extend_from=p.extend_from, meta=meta)
+  profiler = trace.StepTrace(tc.get("profile_steps", ()), total, wd, monitor.info)
   wall0, clock, window_start = time.perf_counter(), Throughput(), start
 
   def totals(step: int) -> dict[str, Any]:
@@ -182,10 +196,12 @@ def _train(p: Prepared, preempt: Preemption) -> dict[str, Any] | None:
     metrics.update(task.summarize(sums))
     metrics["lr"] = float(acc["lr"])
     tokens_per_s, step_s = clock.flush()
-    monitor.log(step, "train", {**metrics, "tokens_per_s": tokens_per_s, "step_s": step_s})
-    monitor.progress(step, {**metrics, "tokens_per_s": tokens_per_s}, step_s)
+    speed = {"tokens_per_s": tokens_per_s, "step_s": step_s} if step_s == step_s else {}
+    monitor.log(step, "train", {**metrics, **speed})
+    monitor.progress(step, {**metrics, **speed}, clock.mean_step_s())
 
   def validate(step: int) -> dict[str, float]:
+    t0 = time.perf_counter()
     metrics = evaluate(
       steps,
       state["model"],
@@ -195,16 +211,19 @@ def _train(p: Prepared, preempt: Preemption) -> dict[str, Any] | None:
       note=monitor.message,
     )
     monitor.log(step, "validation", metrics)
+    monitor.validation(step, metrics, time.perf_counter() - t0)
     return metrics
 
   step, val, stop = start, None, False
   while step < total:
+    profiler.before(step + 1)
     state = steps.train_step(state, sharding.put_batch(batch, data_sh))
     clock.add(task.num_tokens(batch) * procs)
     step += 1
     if step == start + 1:  # leave compilation out of the throughput
       jax.block_until_ready(state)
       clock.restart()
+    profiler.after(step, state)
     if step < total:
       batch = next(batches)  # built on the host while the devices run the step
     log = _every(step, tc.log_every) or step == total
@@ -227,6 +246,7 @@ def _train(p: Prepared, preempt: Preemption) -> dict[str, Any] | None:
     if stop:
       break
   # a SIGTERM during the last step's save: the step is saved, stop before testing
+  profiler.stop()
   if stop or (procs == 1 and preempt.requested(step)):
     ckpts.close()
     monitor.close()
@@ -296,22 +316,10 @@ def finish(
     "processes": jax.process_count(),
     "config_hash": rundir.config_hash(r.plain),
     "versions": rundir.versions(),
+    **({"extended": meta["extended"]} if meta.get("extended") else {}),
   }
   if jax.process_index() == 0:
     rundir.write_json(wd / "results.json", results)
-    monitor.plot(task.main_metric)
+    monitor.plot(r.plain, step, task.reference_levels())
   monitor.close()
   return results
-
-
-def summary(results: dict[str, Any], workdir: Path | str) -> str:
-  """The lines printed at the end of a run."""
-  m, fin, best = results["main_metric"], results["final"], results["best"]
-  return (
-    f"final test {m}: {fin['test'][m]:.4f} (validation {fin['validation'][m]:.4f}, "
-    f"step {fin['step']})\n"
-    f"best validation {m}: {best['validation'][m]:.4f} at step {best['step']} "
-    f"(test {best['test'][m]:.4f})\n"
-    f"{results['params']:,} parameters, {results['tokens_per_s']:,.0f} tokens/s, "
-    f"{results['wall_time_s']:.0f}s; results in {Path(workdir) / 'results.json'}"
-  )
