@@ -23,7 +23,7 @@ import ml_collections
 from flax import nnx
 from jax.sharding import Mesh
 
-from lrm import tasks
+from lrm import mixers, tasks
 from lrm.analysis import counting
 from lrm.mixers import dispatch
 from lrm.train import rundir, sharding
@@ -83,6 +83,9 @@ class Run:
         f"the config has no {', '.join(repr(s) for s in missing)} entry; build it on "
         f"lrm.config.base_config()"
       )
+    # random attention patterns follow the run's seed (recorded in config.json)
+    model = self.plain["model"]
+    model["mixer"] = mixers.seeded(model["mixer"], int(self.plain["seed"]))
     self.config = ml_collections.ConfigDict(self.plain)
     self.workdir = None if workdir is None else Path(workdir)
     self.task = build_task(self.plain, vocab)

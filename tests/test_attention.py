@@ -246,6 +246,32 @@ def test_fixed_pattern_is_determined_by_seed_and_layer():
   assert not np.array_equal(a[0], c[0]) and not np.array_equal(a[0], d[0])
 
 
+def test_runs_draw_their_pattern_from_the_config_seed(data_cache):
+  """A run fills its seed into every random/BigBird spec (config.json records it); another
+  seed draws another pattern, the same seed (a resumed run) the same one."""
+  from lrm.config import base_config, set_mixer
+  from lrm.run import Run
+
+  c = base_config()
+  c.task = "recall"
+  c.data.update(dict(num_pairs=2, vocab_size=16, seq_len=64, distance_buckets=(4, 8)))
+  c.data.update(dict(num_train=8, num_val=4, num_test=4))
+  c.model.dim, c.model.depth = 16, 2
+  set_mixer(c.model, [{"name": "conv"}, {"name": "bigbird", "block_size": 4, "random_blocks": 2}])
+
+  def pattern(run):
+    return run.model.encoder.mixer_list()[1].pattern(16)[0]
+
+  runs = {}
+  for seed in (0, 3):
+    c.seed = seed
+    runs[seed] = Run(c)
+    assert runs[seed].plain["model"]["mixer"][1]["seed"] == seed
+    assert "seed" not in runs[seed].plain["model"]["mixer"][0]  # conv has no pattern
+  assert not np.array_equal(pattern(runs[0]), pattern(runs[3]))
+  np.testing.assert_array_equal(pattern(Run(runs[3].plain)), pattern(runs[3]))
+
+
 def test_dtype_is_preserved_in_bfloat16():
   x = jax.ShapeDtypeStruct((1, 37, D), jnp.bfloat16)
   for name in ("global", "local_summary", "local_learned", "random", "bigbird"):

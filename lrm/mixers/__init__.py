@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from flax import nnx
@@ -58,4 +58,24 @@ def build(
   return registry.build("mixer", spec, dim=dim, causal=causal, rngs=rngs, layer_idx=layer_idx)
 
 
-__all__ = ["Mixer", "build", "check", "names", "param_count", "presets"]
+def seeded(
+  mixer: Mapping[str, Any] | Sequence[Mapping[str, Any]], seed: int
+) -> dict[str, Any] | list[dict[str, Any]]:
+  """``model.mixer`` (one spec or a list) with ``seed`` set in every spec whose mixer takes a
+  ``seed`` option (fixed random patterns: a function of this seed and the layer index) and
+  does not set it already. ``lrm.run.Run`` fills the run's seed, so config.json records it."""
+
+  def fill(spec: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(spec)
+    try:
+      cls = registry.lookup("mixer", out.get("name", ""))
+    except KeyError:
+      return out  # building names the known mixers
+    if "seed" in registry.options(cls, SHARED):
+      out.setdefault("seed", int(seed))
+    return out
+
+  return fill(mixer) if isinstance(mixer, Mapping) else [fill(s) for s in mixer]
+
+
+__all__ = ["Mixer", "build", "check", "names", "param_count", "presets", "seeded"]

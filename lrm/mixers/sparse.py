@@ -8,7 +8,9 @@ kernel and the dense oracle (``impl="dense"``) both consume.
 
 Random-block policy:
   * ``"fixed"`` (BigBird paper): drawn once per layer with ``np.random.default_rng((seed,
-    layer_idx))``; identical across steps, examples and heads.
+    layer_idx))``; identical across steps, examples and heads. ``seed`` is the run's config
+    seed (``lrm.run.Run`` fills it through ``lrm.mixers.seeded``, so config.json records it
+    and a resumed run draws the same pattern); each seed of a study draws its own.
   * ``"resample"``: a fresh pattern on every training call from an RNG stream forked at
     construction (``rngs.random``, else ``default``, else ``dropout``). In eval mode
     (``model.eval()`` sets ``deterministic=True``) the fixed pattern is used.
