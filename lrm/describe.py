@@ -3,8 +3,9 @@
   print(describe(run))    # run = lrm.run.Run(config): task, data, layers, totals, schedule
 
 Every number is analytic (``Mixer.flops``, ``Mixer.receptive_field``, parameter shapes of the
-abstract model); nothing is compiled or run. ``mixer_summary`` names a model's mixers in one
-short string (``"conv+global"``), for titles and start lines.
+abstract model); nothing is compiled or run. ``impl`` is the kernel each layer will run on
+this backend at the task's length and dtype (``Run.impls``). ``mixer_summary`` names a
+model's mixers in one short string (``"conv+global"``), for titles and start lines.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 
 import jax
 from flax import nnx
+
+from lrm.mixers.base import UNBOUNDED
 
 OPTION_NAMES = {"kernel_size": "k", "window": "w", "num_heads": "heads", "block_size": "block"}
 
@@ -30,10 +33,13 @@ def _options(spec: Mapping[str, Any]) -> str:
 
 
 def _field(rf: tuple[int, int] | None) -> str:
-  """Per-layer reach of output i: ``i-8..i+8``; None = every position."""
+  """Per-layer reach of output i: ``i-8..i+8``; None = every position, ``UNBOUNDED`` on the
+  left = the whole past (a causal mixer without a bound)."""
   if rf is None:
     return "whole sequence"
   left, right = rf
+  if left >= UNBOUNDED:
+    return "whole past" + (f", i+{right}" if right else "")
   return f"i-{left}..i" + (f"+{right}" if right else "")
 
 
@@ -59,6 +65,7 @@ def layer_rows(run: Any) -> list[tuple[str, ...]]:
   enc, length = run.model.encoder, run.task.seq_len
   counts = _params_under(run.model)
   specs = enc_specs(run.plain["model"]["mixer"], enc.depth)
+  impls = run.impls() if hasattr(run, "impls") else [b.mixer.impl for b in enc.blocks]
   rows = []
   for i, (block, spec) in enumerate(zip(enc.blocks, specs, strict=True)):
     m = block.mixer
@@ -70,7 +77,7 @@ def layer_rows(run: Any) -> list[tuple[str, ...]]:
         str(i),
         m.mixer_name(),
         _options(spec),
-        m.impl,
+        impls[i],
         f"{counts.get(('encoder', 'blocks', i), 0):,}",
         _si(flops / length),
         _field(m.receptive_field()),

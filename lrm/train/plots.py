@@ -2,7 +2,9 @@
 
 Two panels: the loss (training and validation on one axis) and the task's main metric
 (validation, and training where the task reports it), each with the reference levels the
-task knows (chance; majority class) as dashed lines. The title names the task, the mixer,
+task knows (chance; majority class) as dashed lines. A training point is the mean over the
+steps since the previous one (``train.log_every``), a validation point the whole split at
+that step. The title names the task, the mixer,
 the steps and the run directory.
 """
 
@@ -57,7 +59,8 @@ def curves(
       x, y = _series(records, split, key)
       if len(x):
         marker = "o" if split == "validation" or len(x) < 30 else None
-        ax.plot(x, y, marker=marker, markersize=3.5, label=split, **style)
+        label = "train (mean since the previous point)" if split == "train" else split
+        ax.plot(x, y, marker=marker, markersize=3.5, label=label, **style)
     for name, value in levels.get(key, {}).items():
       ax.axhline(
         value, ls="--", lw=1, color=LEVEL_COLORS.get(name, "k"), label=f"{name} {value:.3g}"
