@@ -1,4 +1,5 @@
-"""Token mixers: conv, local/global/random/BigBird attention, dynamic conv, involution.
+"""Token mixers: conv, gated conv, Hyena, local/global/random/BigBird attention, dynamic conv,
+involution.
 
 Public API::
 
