@@ -55,11 +55,24 @@ def split_argv(argv: list[str]) -> tuple[str | None, list[str], list[str]]:
 
 
 def load(spec: str) -> ml_collections.ConfigDict:
-  """The config of ``<file>[:<variant>]`` (exceptions of the file itself propagate)."""
+  """The config of ``<file>[:<variant>]``. A ``ValueError`` of ``get_config`` (a bad variant)
+  becomes a ``ConfigError``; other exceptions of the file itself propagate as raised."""
   fv = flags.FlagValues()
-  config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=False)
-  fv(["x", f"--config={spec}"])
-  return fv.config
+  argv = ["x", f"--config={spec}"]  # only this: overrides are applied later, and checked
+  config_flags.DEFINE_config_file("config", None, "", flag_values=fv, sys_argv=argv)
+  try:
+    fv(argv)
+    config = fv.config
+    config.to_dict()  # a file that failed to load raises only when its config is first used
+  except flags.IllegalFlagValueError as e:  # get_config raised: the first of the context chain
+    cause: BaseException = e
+    while cause.__context__ is not None:
+      cause = cause.__context__
+    if isinstance(cause, ValueError):
+      raise ConfigError(f"--config={spec}: {' '.join(str(cause).split())}") from None
+    raise cause from None
+  config.unlock()
+  return config
 
 
 def _key(arg: str) -> tuple[str, str]:

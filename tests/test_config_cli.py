@@ -4,7 +4,7 @@ elements, one-line errors with the right spelling, --print_config and --dry_run.
 from __future__ import annotations
 
 import pytest
-from conftest import REFERENCE, script
+from conftest import REFERENCE, finish, script
 
 from lrm.config import parse_arg, task_options
 
@@ -139,3 +139,14 @@ def test_dry_run_without_workdir_and_its_errors(tiny_config, capsys):
   assert rc == 0 and "dry run: nothing was trained or written" in out
   rc, _, err = run_train(capsys, f"--config={tiny_config}", "--dry_run", "--config.task=nope")
   assert rc == 2 and "unknown task 'nope'" in one_error(err)
+
+
+def test_the_same_from_a_fresh_process(cli):
+  """As a user runs it: the overrides are in sys.argv too, where ml_collections also looks."""
+  rc, _, err = finish(cli("train.py", f"--config={RECALL}:mixer=local,global", "--workdir=/x"))
+  assert rc == 2 and "'local', then 'global'" in one_error(err)
+  args = (f"--config={RECALL}:mixer=local+global", "--print_config")
+  rc, _, err = finish(cli("train.py", *args, "--config.model.mixer.window=4"))
+  assert rc == 2 and "e.g. --config.model.mixer[1].window=4" in one_error(err)
+  rc, out, err = finish(cli("train.py", *args, "--config.model.mixer[1].window=4"))
+  assert rc == 0 and settings(out)["model.mixer[1].window"] == "4", err
