@@ -13,6 +13,8 @@ Flax's NNX performance guide recommends).
   gradient whenever the task's loss is ``total / count``.
 * bfloat16: parameters stay float32; the loss function casts them (hence the activations)
   to bfloat16 for the forward pass, so gradients and optimizer updates are float32.
+* ``model.remat``: each block is rematerialised (``lrm/model.py``); ``compiler_options``
+  keeps that effective on CPU.
 * Metrics stay on the devices: each step adds its loss, gradient norm and the task's metric
   sums to ``acc``, read once per logging window (no host sync per step).
 """
@@ -35,6 +37,16 @@ from lrm.train import sharding
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 State = dict[str, Any]
+
+
+def compiler_options() -> dict[str, str] | None:
+  """XLA options of the training step. On CPU, XLA expands optimisation barriers before it
+  merges common subexpressions, which folds a rematerialised block (``model.remat``) back
+  into the forward pass and saves nothing; this keeps them (a no-op without remat). GPU
+  and TPU keep them by themselves."""
+  if jax.default_backend() != "cpu":
+    return None
+  return {"xla_disable_hlo_passes": "cse_barrier_expander"}
 
 
 def cast_floats(tree: Any, dtype: Any) -> Any:
@@ -73,7 +85,9 @@ class Steps:
     self.model_shape = {"params": params, "rest": rest}  # ShapeDtypeStruct leaves
     repl = sharding.replicated(mesh)
     self.repl = repl
-    self.train_step = jax.jit(self._train_step, donate_argnums=0, out_shardings=repl)
+    self.train_step = jax.jit(
+      self._train_step, donate_argnums=0, out_shardings=repl, compiler_options=compiler_options()
+    )
     self.eval_step = jax.jit(self._eval_step, donate_argnums=2, out_shardings=repl)
     zeros = lambda tree: jax.tree.map(jnp.zeros_like, tree)  # noqa: E731
     self._zeros = jax.jit(zeros, donate_argnums=0, out_shardings=repl)
@@ -112,7 +126,10 @@ class Steps:
 
   # ---- training ------------------------------------------------------------------------------
   def _loss(self, params: Any, rest: Any, batch: Mapping[str, jax.Array]) -> tuple:
-    model = nnx.merge(self.graph_train, cast_floats(params, self.dtype), rest)
+    # copy=True: fresh Variables at this trace level; ``rest`` (dropout RNG counts) is not
+    # differentiated, so jax.grad passes its Variables in as made outside, and advancing a
+    # count then raised "Cannot mutate RngCount from a different trace level".
+    model = nnx.merge(self.graph_train, cast_floats(params, self.dtype), rest, copy=True)
     loss, sums = self.task.loss(model, batch)
     _, _, rest = nnx.split(model, nnx.Param, ...)  # dropout RNG counts advanced
     return loss.astype(jnp.float32), (sums, rest)
