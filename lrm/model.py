@@ -65,6 +65,17 @@ class Block(nnx.Module):
     return x
 
 
+def _call_block(block: Block, x: jax.Array, mask: jax.Array | None) -> jax.Array:
+  return block(x, mask)
+
+
+# The block's activations are recomputed in the backward pass (the same dropout masks: the
+# RNG state is an input). XLA's CPU compiler drops the optimisation barriers that keep the
+# recomputation from being merged back into the forward pass unless told not to: see
+# ``lrm.train.step.compiler_options``.
+remat_block = nnx.remat(_call_block)
+
+
 class Encoder(nnx.Module):
   """Token ids ``[B, L]`` -> features ``[B, L, D]``.
 
@@ -80,6 +91,9 @@ class Encoder(nnx.Module):
     mlp_dim: hidden width of the MLP in units; overrides ``mlp_ratio`` when > 0 (budget
       matching uses it to hit a parameter or FLOP target finely).
     dropout: dropout rate on embeddings and residual branches.
+    remat: recompute each block's activations in the backward pass instead of keeping them
+      (``nnx.remat`` per block): training memory holds one block's activations plus the
+      block inputs, for about one more forward pass of compute.
   """
 
   def __init__(
@@ -95,12 +109,13 @@ class Encoder(nnx.Module):
     mlp_ratio: int = 4,
     mlp_dim: int = 0,
     dropout: float = 0.0,
+    remat: bool = False,
     rngs: nnx.Rngs,
   ):
     if positions not in POSITIONS:
       raise ValueError(f"unknown positions '{positions}'; choose one of {', '.join(POSITIONS)}")
     self.dim, self.depth, self.causal, self.max_len = dim, depth, causal, max_len
-    self.positions = positions
+    self.positions, self.remat = positions, bool(remat)
     self.embed = nnx.Embed(vocab_size, dim, rngs=rngs)
     if positions == "learned":
       init = nnx.initializers.normal(0.02)
@@ -136,7 +151,7 @@ class Encoder(nnx.Module):
     """Blocks + final norm on embeddings ``x: [B, L, D]``; optionally every block's output."""
     outs = []
     for block in self.blocks:
-      x = block(x, mask)  # [B, L, D]
+      x = remat_block(block, x, mask) if self.remat else block(x, mask)  # [B, L, D]
       outs.append(x)
     y = self.norm(x)
     return (y, outs) if intermediates else y
