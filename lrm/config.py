@@ -102,6 +102,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.mlp_ratio = 4
   c.model.mlp_dim = 0  # > 0 overrides mlp_ratio (used by budget matching)
   c.model.dropout = 0.0
+  c.model.remat = False  # recompute each block in the backward pass (lrm/model.py)
   c.train = ml_collections.ConfigDict(
     dict(
       steps=1000,
