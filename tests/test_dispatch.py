@@ -116,3 +116,55 @@ def test_run_names_the_impl_each_layer_runs(tiny_config, data_cache, monkeypatch
   assert Run(c).impls() == ["xla", "blocked", "direct"]  # float32: cuDNN does not take it
   c.train.dtype = "bfloat16"
   assert Run(c).impls() == ["cudnn", "cudnn", "direct"]
+
+
+def compare_cudnn_with_oracle(causal, window, dtype, tol):
+  """``dispatch.attend("cudnn")`` (padding as key lengths, a left window) vs the dense
+  oracle: outputs on real rows and gradients w.r.t. q, k, v."""
+  from lrm.mixers import masks
+  from lrm.mixers.attention import dense_attention
+
+  B, N, L, H = 2, 2, 256, 64
+  q, k, v = (jnp.asarray(normal(i, B, N, L, H), dtype) for i in range(3))
+  q = q * jnp.asarray(H**-0.5, dtype)
+  valid = np.arange(L)[None, :] < np.array([[L], [L - 50]])  # [B, L]
+  pattern = masks.causal_mask(L) if window is None else masks.local_mask(L, window, causal=True)
+  mask = valid[:, None, None, :] & (pattern if causal else True)
+  r = jnp.asarray(normal(4, B, N, L, H) * valid[:, None, :, None])  # real rows only
+
+  def grads(fn):
+    def loss(q, k, v):
+      o = fn(q, k, v).astype(jnp.float32)
+      return jnp.sum(o * r), o
+
+    return jax.jit(jax.value_and_grad(loss, (0, 1, 2), has_aux=True))(q, k, v)
+
+  (_, o1), g1 = grads(lambda *a: dispatch.attend("cudnn", *a, valid, causal=causal, window=window))
+  (_, o2), g2 = grads(lambda *a: dense_attention(*a, mask))
+  rows = np.broadcast_to(valid[:, None, :], (B, N, L))
+  np.testing.assert_allclose(np.asarray(o1)[rows], np.asarray(o2)[rows], atol=tol, rtol=tol)
+  for a, b in zip(g1, g2, strict=True):
+    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    assert np.abs(a - b).max() <= tol * max(1.0, np.abs(b).max())
+
+
+CUDNN_CASES = [(False, None), (True, None), (True, 16)]
+
+
+@pytest.mark.parametrize("causal, window", CUDNN_CASES)
+def test_cudnn_call_means_the_oracle_pattern(causal, window, monkeypatch):
+  """The arguments of the cuDNN call (key lengths, ``local_window_size=(w, 0)``) checked on
+  CPU through XLA's implementation of the same call, in float32."""
+  real = jax.nn.dot_product_attention
+  xla = lambda *a, implementation=None, **kw: real(*a, implementation="xla", **kw)  # noqa: E731
+  monkeypatch.setattr(jax.nn, "dot_product_attention", xla)
+  compare_cudnn_with_oracle(causal, window, F32, 2e-5)
+
+
+@pytest.mark.skipif(
+  not dispatch.cudnn_supports("bfloat16", 64, True, 16, 256), reason="needs a GPU with cuDNN"
+)
+@pytest.mark.parametrize("causal, window", CUDNN_CASES)
+def test_cudnn_path_matches_dense_oracle(causal, window):
+  """cuDNN flash attention itself (bfloat16) against the dense oracle."""
+  compare_cudnn_with_oracle(causal, window, BF16, 3e-2)
