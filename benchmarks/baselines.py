@@ -4,6 +4,8 @@
              projections as the attention mixers; the baseline of the ``global`` preset.
   dpa_local  the same with ``local_window_size=(w, w)`` (``(w, 0)`` causal); the baseline of
              ``local``. XLA's path computes the whole L x L score matrix and only masks it.
+             Both take ``implementation="cudnn"`` (cuDNN flash attention, GPU, bfloat16; its
+             window is causal only): ``dpa_full:implementation=cudnn``.
   xla_conv   XLA's grouped convolution (what ``nnx.Conv(feature_group_count=D)`` runs) with the
              ``conv`` mixer's bias and pointwise Linear; the baseline of ``conv``.
 
@@ -54,8 +56,12 @@ class DotProductAttention(Baseline):
     num_heads: int,
     window: int | None,
     rotary: bool = False,
+    implementation: str = "xla",
   ):
     name = type(self).registered_name
+    if implementation not in ("xla", "cudnn"):
+      raise ValueError(f"{name}: implementation must be xla or cudnn, got {implementation!r}")
+    self.implementation = implementation
     if num_heads < 1 or dim % num_heads:
       raise ValueError(f"{name}: dim={dim} is not divisible by num_heads={num_heads}; change one")
     self.dim, self.causal, self.num_heads, self.window = dim, causal, num_heads, window
@@ -74,7 +80,13 @@ class DotProductAttention(Baseline):
     win = None if self.window is None else (self.window, 0 if self.causal else self.window)
     key_mask = None if mask is None else mask[:, None, None, :].astype(bool)  # [B, 1, 1, S]
     y = jax.nn.dot_product_attention(  # [B, L, N, H]
-      q, k, v, mask=key_mask, is_causal=self.causal, local_window_size=win, implementation="xla"
+      q,
+      k,
+      v,
+      mask=key_mask,
+      is_causal=self.causal,
+      local_window_size=win,
+      implementation=self.implementation,
     )
     return self.out(y.reshape(B, L, D))
 
@@ -94,7 +106,7 @@ class DotProductAttention(Baseline):
 
   @property
   def impl(self) -> str:
-    return "xla_dense"
+    return "xla_dense" if self.implementation == "xla" else "cudnn"
 
 
 @register("mixer", "dpa_full")
@@ -112,8 +124,17 @@ class FullDotProductAttention(DotProductAttention):
     layer_idx: int = 0,
     num_heads: int = 4,
     rotary: bool = False,
+    implementation: str = "xla",
   ):
-    super().__init__(dim, causal=causal, rngs=rngs, num_heads=num_heads, window=None, rotary=rotary)
+    super().__init__(
+      dim,
+      causal=causal,
+      rngs=rngs,
+      num_heads=num_heads,
+      window=None,
+      rotary=rotary,
+      implementation=implementation,
+    )
 
   def reference_spec(self) -> dict:
     return presets.spec(
@@ -137,9 +158,16 @@ class LocalDotProductAttention(DotProductAttention):
     window: int = 128,
     num_heads: int = 4,
     rotary: bool = False,
+    implementation: str = "xla",
   ):
     super().__init__(
-      dim, causal=causal, rngs=rngs, num_heads=num_heads, window=window, rotary=rotary
+      dim,
+      causal=causal,
+      rngs=rngs,
+      num_heads=num_heads,
+      window=window,
+      rotary=rotary,
+      implementation=implementation,
     )
 
   def reference_spec(self) -> dict:
