@@ -11,7 +11,8 @@ parameters) goes from chance to ~100% test accuracy within 600 steps (measured: 
 500 test examples, 128 s on 2 shared CPU cores); the run ends by printing it.
 
 Variants: ``mixer`` (any ``lrm.mixers.presets`` name, or ``a+b`` hybrids), ``window`` and
-``rotary`` (attention presets use rotary positions; false: learned absolute ones only). Try
+``rotary`` (rotary positions in attention presets; false here, as when the numbers above were
+measured: learned absolute positions only; with rotary the test accuracy was 0.9996). Try
 ``experiments/quickstart.py:mixer=local`` (attention within 8 tokens): the per-distance
 metrics ``acc_d<=8`` / ``acc_d9-32`` / ``acc_d>32`` show it failing on far-away answers.
 """
@@ -25,7 +26,7 @@ from lrm.mixers import presets
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  v = parse_arg(arg, mixer="global", window=8, rotary=True)
+  v = parse_arg(arg, mixer="global", window=8, rotary=False)
   c = base_config()
   c.task = "recall"
   c.data = ml_collections.ConfigDict(
