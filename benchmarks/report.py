@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from benchmarks import cells
 
 MiB = 2**20
-GROUP_KEYS = ("kind", "mode", "dtype", "batch", "dim", "heads", "window", "malloc")
+GROUP_KEYS = ("kind", "mode", "dtype", "batch", "dim", "heads", "window", "malloc", "process")
 
 
 def load(paths: Iterable[str]) -> list[dict]:
@@ -48,9 +48,10 @@ def _title(key: tuple, recs: Sequence[dict]) -> str:
   what = "training step (fwd+bwd+AdamW)" if g["kind"] == "train" else g["mode"]
   heads = {r.get("heads") for r in recs} - {None}
   heads_text = f"{heads.pop()} heads, " if len(heads) == 1 else ""
+  shared = ", all cells in one process (alternating rounds)" if g["process"] == "shared" else ""
   return (
     f"{what}, {g['dtype']}, width {g['dim']}, {heads_text}window radius "
-    f"{g['window']}, batch {g['batch']}, malloc {g['malloc']}"
+    f"{g['window']}, batch {g['batch']}, malloc {g['malloc']}{shared}"
   )
 
 
@@ -161,7 +162,7 @@ def ratios(records: Sequence[dict], reference: Sequence[str] = ()) -> list[str]:
         elif _ok(a) and b is not None:
           parts.append(f"L={L}: {slow} {b['status'].upper()}")
       if parts:
-        out.append(f"{fast} vs {slow} ({key[1]}, malloc {key[-1]}): " + "; ".join(parts))
+        out.append(f"{fast} vs {slow} ({_setting(key)}): " + "; ".join(parts))
   return out
 
 
@@ -183,8 +184,14 @@ def growth(records: Sequence[dict]) -> list[str]:
         elif _ok(a):
           parts.append(f"{b['status']} at {long}")
       if parts:
-        out.append(f"{label} ({key[1]}, malloc {key[-1]}): " + ", ".join(parts))
+        out.append(f"{label} ({_setting(key)}): " + ", ".join(parts))
   return out
+
+
+def _setting(key: tuple) -> str:
+  g = dict(zip(GROUP_KEYS, key, strict=True))
+  shared = ", one process" if g["process"] == "shared" else ""
+  return f"{g['mode']}, malloc {g['malloc']}{shared}"
 
 
 def _superlinear(ok: Sequence[dict]) -> bool:

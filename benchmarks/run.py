@@ -6,6 +6,7 @@
       [--reference=local]
   python benchmarks/run.py --train --out=results/bench/train.jsonl   # lrm's training step
   python benchmarks/run.py --malloc=both ...                         # glibc malloc A/B
+  python benchmarks/run.py --process=both ...      # + all cells in one process, alternating
 
 Labels are mixer presets (``lrm.mixers.presets``) with ``:key=value`` overrides, joined with
 ``+`` for a hybrid stack; the default is every preset, the dense oracle of every mixer that
@@ -54,6 +55,12 @@ _MALLOC = flags.DEFINE_enum(
 )
 _REFERENCE = flags.DEFINE_list(
   "reference", [], "labels every windowed label is compared with (default: with each other)"
+)
+_PROCESS = flags.DEFINE_enum(
+  "process",
+  "fresh",
+  ["fresh", "shared", "both"],
+  "fresh: each cell in its own process; shared: all cells in one process, alternating rounds",
 )
 _TRAIN = flags.DEFINE_bool("train", False, "time lrm's whole training step instead")
 _TRAIN_CONFIG = flags.DEFINE_string(
@@ -105,14 +112,15 @@ def main(argv: list[str]) -> int:
     return 2
   limit = int(_MEM.value * 2**30) or int(0.85 * runner.mem_available_bytes())
   print(f"{len(todo)} cells x malloc {','.join(malloc)}; memory cap {limit / 2**30:.1f} GiB")
-  records = runner.run_cells(
-    todo,
-    _OUT.value,
-    malloc=malloc,
-    timeout=_TIMEOUT.value,
-    mem_limit_bytes=limit,
-    peak_size=_PEAK.value,
-  )
+  common = dict(malloc=malloc, timeout=_TIMEOUT.value, mem_limit_bytes=limit, peak_size=_PEAK.value)
+  records = []
+  if _PROCESS.value in ("fresh", "both"):
+    records += runner.run_cells(todo, _OUT.value, **common)
+  if _PROCESS.value in ("shared", "both"):
+    if _TRAIN.value:
+      print("error: --train cells run in fresh processes only", file=sys.stderr)
+      return 2
+    records += runner.run_shared(todo, _OUT.value, append=bool(records), **common)
   md, png = report.write_report(records, _OUT.value, _REFERENCE.value)
   print()
   print(report.markdown(records, brief=True))

@@ -172,6 +172,57 @@ def run_cells(
   return records
 
 
+def run_shared(
+  cells: Sequence[dict],
+  out_path: str,
+  *,
+  malloc: Sequence[str] = ("tuned",),
+  timeout: float = 900.0,
+  mem_limit_bytes: int = 0,
+  peak_size: int = 2048,
+  append: bool = False,
+  log: Callable[[str], None] = print,
+) -> list[dict]:
+  """Every cell in one process per malloc setting (``benchmarks/shared.py``): all compiled,
+  then timed in alternating rounds. Records carry ``process="shared"``; JSONL as above."""
+  dtype = cells[0]["dtype"] if cells else "float32"
+  records = []
+  os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+  with open(out_path, "a" if append else "w") as f:
+    for setting in malloc:
+      env = malloc_env(setting)
+      peak_cell = dict(kind="peak", size=peak_size, dtype=dtype, repeats=10, warmup=2)
+      peak = run_cell(peak_cell, env=env, timeout=timeout).get("peak_gflops") or None
+      with tempfile.TemporaryDirectory(prefix="lrm_bench_") as tmp:
+        cell_path, res_path = os.path.join(tmp, "cells.json"), os.path.join(tmp, "res.json")
+        with open(cell_path, "w") as g:
+          json.dump([c | {"mem_limit_bytes": mem_limit_bytes} for c in cells], g)
+        cmd = [sys.executable, str(WORKER.with_name("shared.py")), cell_path, res_path]
+        try:
+          proc = subprocess.run(
+            cmd, env=env, capture_output=True, text=True, timeout=timeout * max(len(cells), 1)
+          )
+          fail = None if proc.returncode == 0 else classify_failure(proc.returncode, proc.stderr)
+        except subprocess.TimeoutExpired:
+          fail = {"status": "timeout", "reason": "the shared process timed out"}
+        if fail is None:
+          with open(res_path) as g:
+            results = json.load(g)
+        else:
+          results = [fail] * len(cells)
+      for cell, res in zip(cells, results, strict=True):
+        rec = derive(
+          cell
+          | {"malloc": setting, "peak_gflops": peak, "peak_matmul": f"{peak_size}^3 {dtype}"}
+          | {"process": "shared"}
+          | res
+        )
+        records.append(rec)
+        f.write(json.dumps(rec) + "\n")
+        log(_line(rec) + "  [shared process]")
+  return records
+
+
 def _line(rec: dict) -> str:
   head = f"{rec['mixer']:24s} L={rec['length']:6d} {rec['mode']:6s} malloc={rec['malloc']:7s}"
   if rec["status"] != "ok":

@@ -183,6 +183,12 @@ def _run_compiled(cell: dict, lowered: Any, make_call: Callable[[Any], Callable[
 
 def measure_mixer(cell: dict) -> dict:
   """Time one label's jitted forward (or forward+backward w.r.t. input and parameters)."""
+  info, lowered, args = mixer_call(cell)
+  return info | _run_compiled(cell, lowered, lambda c: lambda: c(*args))
+
+
+def mixer_call(cell: dict) -> tuple[dict, Any, tuple]:
+  """(info, the lowered jitted forward or forward+backward, its arguments) of a mixer cell."""
   dtype = jnp.dtype(cell["dtype"])
   B, L, D = cell["batch"], cell["length"], cell["dim"]
   specs = cells.spec_list(cell["spec"])
@@ -204,8 +210,7 @@ def measure_mixer(cell: dict) -> dict:
       return jnp.sum(nnx.merge(graphdef, p, r)(x).astype(jnp.float32) * ct)
 
     fn, args = jax.grad(loss, argnums=(0, 2)), (params, rest, x, ct)
-  res = _run_compiled(cell, jax.jit(fn).lower(*args), lambda c: lambda: c(*args))
-  return info | res
+  return info, jax.jit(fn).lower(*args), args
 
 
 def random_batch(task: tasks.Task, batch: int, length: int) -> dict[str, np.ndarray]:

@@ -262,6 +262,24 @@ def test_longer_lengths_are_skipped_after_a_timeout(bench, tmp_path):
   assert len(out.read_text().splitlines()) == 2
 
 
+def test_shared_process_times_every_cell_in_alternating_rounds(bench, tmp_path):
+  """``--process=shared``: one process compiles every cell, then times them round by round."""
+  cells = bench.cells.mixer_cells(["local"], [32, 64], dim=16, heads=2, window=4, repeats=2)
+  cells += bench.cells.mixer_cells(["local:num_heads=3"], [32], dim=16, heads=2, window=4)
+  out = tmp_path / "s.jsonl"
+  recs = bench.runner.run_shared(
+    cells, str(out), malloc=("default",), peak_size=64, log=lambda s: None
+  )
+  assert [(r["length"], r["status"], r["process"]) for r in recs] == [
+    (32, "ok", "shared"),
+    (64, "ok", "shared"),
+    (32, "error", "shared"),  # recorded, and the other cells still ran
+  ]
+  assert all(len(r["times_ms"]) == 2 and r["tokens_per_s"] > 0 for r in recs[:2])
+  assert len(out.read_text().splitlines()) == 3
+  assert "one process" in bench.report.growth(recs)[0]
+
+
 def _rec(mixer, L, ms, mib, status="ok", **spec):
   r = dict(kind="mixer", mode="fwdbwd", dtype="float32", batch=1, dim=256, heads=4, window=128)
   r |= dict(malloc="tuned", mixer=mixer, length=L, status=status, spec={"name": mixer} | spec)
