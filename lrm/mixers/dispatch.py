@@ -17,8 +17,8 @@ from the backend, the compute dtype and the shapes:
   tokens first", which is how every lrm task pads (masks are built from lengths); an explicit
   ``impl="xla"`` honours any mask.
 * ``splash``: the Pallas TPU splash-attention kernel, padding by segment ids (exact for any
-  mask), the sequence padded to blocks of 128. Off TPU it runs in Pallas interpret mode (how
-  the tests compare it with the dense oracle on CPU).
+  mask), the sequence and the head dim padded to multiples of 128 (TPU lanes). Off TPU it
+  runs in Pallas interpret mode (how the tests compare it with the dense oracle on CPU).
 
 ``impl_of(mixer, dtype, length)`` names the path a mixer runs for that input (what the
 trainer records in results.json, per layer); ``mixer.impl`` is the float32 answer.
@@ -36,7 +36,7 @@ from jax.sharding import AxisType
 FUSED = ("cudnn", "splash")
 GPU_BACKENDS = ("gpu", "cuda", "rocm")
 CUDNN_DTYPES = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
-SPLASH_BLOCK = 128  # the kernel's default tile; the sequence is padded to a multiple
+LANES = 128  # TPU lanes: splash's tile along the sequence; both L and H are padded to it
 
 
 def choose(
@@ -174,9 +174,9 @@ def _splash(q, k, v, valid, *, causal: bool, window: int | None) -> jax.Array:
   from jax.experimental.pallas.ops.tpu import splash_attention as sa
 
   B, N, L, H = q.shape
-  Lp = -(-L // SPLASH_BLOCK) * SPLASH_BLOCK
-  pad = ((0, 0), (0, 0), (0, Lp - L), (0, 0))
-  q, k, v = (jnp.pad(a, pad) for a in (q, k, v))  # [B, N, Lp, H]
+  Lp, Hp = (-(-n // LANES) * LANES for n in (L, H))
+  pad = ((0, 0), (0, 0), (0, Lp - L), (0, Hp - H))  # zero head dims change no score
+  q, k, v = (jnp.pad(a, pad) for a in (q, k, v))  # [B, N, Lp, Hp]
   real = jnp.ones((B, L), bool) if valid is None else valid.astype(bool)
   # segment 1 = real tokens, 0 = padding (also the tail): padding attends only padding
   seg = jnp.pad(real, ((0, 0), (0, Lp - L))).astype(jnp.int32)  # [B, Lp]
@@ -184,7 +184,7 @@ def _splash(q, k, v, valid, *, causal: bool, window: int | None) -> jax.Array:
     one = sa.LocalMask((Lp, Lp), (window, 0 if causal else window), offset=0)
   else:
     one = sa.CausalMask((Lp, Lp)) if causal else sa.FullMask((Lp, Lp))
-  blocks = SPLASH_BLOCK
+  blocks = LANES
   sizes = sa.BlockSizes(
     block_q=blocks,
     block_kv=blocks,
@@ -214,4 +214,4 @@ def _splash(q, k, v, valid, *, causal: bool, window: int | None) -> jax.Array:
     spec = jax.sharding.PartitionSpec("batch")
     run = jax.shard_map(run, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)
   out = run(q, k, v, seg)
-  return out[:, :, :L].astype(q.dtype)
+  return out[:, :, :L, :H].astype(q.dtype)
