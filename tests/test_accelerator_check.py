@@ -1,0 +1,51 @@
+"""``scripts/accelerator_check.sh --cpu``: the smoke version of the first minutes on a GPU or
+TPU machine runs every stage and writes its JSON report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+
+@pytest.mark.slow
+def test_accelerator_check_cpu_smoke(session_env, tmp_path):
+  env = {**session_env, "OUT": str(tmp_path / "bench"), "TMPDIR": str(tmp_path)}
+  env["PYTHON"] = sys.executable
+  p = subprocess.run(
+    ["bash", str(REPO / "scripts" / "accelerator_check.sh"), "--cpu"],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
+  report = json.loads((tmp_path / "bench" / "accelerator_cpu_smoke.json").read_text())
+  assert report["backend"] == "cpu" and report["device_count"] >= 1
+  assert set(report["stages"]) == {"devices", "tests", "bench", "train"}
+  assert all(s["status"] == "ok" for s in report["stages"].values())
+  assert report["tests"]["passed"] > 0 and not report["tests"].get("failed")
+  (cell,) = report["bench"]
+  assert cell["status"] == "ok" and cell["impl"] == "blocked+xla" and cell["median_ms"] > 0
+  train = report["train"]
+  assert train["tokens_per_s"] > 0 and train["steps"] == 2 and train["impl"] == ["blocked"]
+  assert train["fraction_of_bf16_peak"] is None  # no datasheet peak for a CPU
+  assert (tmp_path / "bench" / "fwdbwd_bf16_cpu_smoke.md").exists()
+
+
+def test_peak_table_matches_device_kinds():
+  sys.path.insert(0, str(REPO / "scripts"))
+  try:
+    import accelerator_report as ar
+  finally:
+    sys.path.pop(0)
+  assert ar.bf16_peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
+  assert ar.bf16_peak_tflops("NVIDIA H100 PCIe") == 756.0
+  assert ar.bf16_peak_tflops("NVIDIA H200") == 989.0
+  assert ar.bf16_peak_tflops("TPU v5 lite") == 197.0
+  assert ar.bf16_peak_tflops("TPU v5p") == 459.0
+  assert ar.bf16_peak_tflops("cpu") is None
