@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from lrm.mixers import masks, summary
-from lrm.mixers.attention import dense_attention, masked_softmax
+from lrm.mixers.base import MASKED_LOGIT
+from lrm.mixers.block_core import attend
 
 
 def full_rows(
@@ -26,11 +27,16 @@ def full_rows(
 ) -> jax.Array:
   """Queries ``start:stop`` attend to every (real, and if causal earlier) key.
 
-  O((stop - start) * S), used for global query rows. Returns float32 ``[B, N, stop-start, H]``."""
-  m = valid[:, None, None, :]  # [B, 1, 1, S]
+  O((stop - start) * S), used for global query rows: one query block of all those rows whose
+  keys are the whole sequence (no copy). Returns float32 ``[B, N, stop-start, H]``."""
+  qb = q[:, :, None, start:stop]  # [B, N, 1, T, H], T = stop - start
+  key = jnp.where(valid, 0.0, MASKED_LOGIT)[:, None, None, None, :]  # [B, 1, 1, 1, S]
+  biases = [key]
   if causal:
-    m = m & (np.arange(k.shape[2])[None, :] <= np.arange(start, stop)[:, None])
-  return dense_attention(q[:, :, start:stop], k, v, m)
+    rule = np.arange(k.shape[2])[None, :] <= np.arange(start, stop)[:, None]  # [T, S]
+    biases.append(np.where(rule, 0.0, MASKED_LOGIT).astype(np.float32))
+  o, _ = attend(qb, k[:, :, None], v[:, :, None], biases, [])
+  return o[:, :, 0]
 
 
 def _band(xb: jax.Array, first: int, count: int, offsets: Sequence[int]) -> jax.Array:
@@ -106,56 +112,70 @@ def block_sparse_attention(
   qb = q[:, :, first * T : (first + count) * T].reshape(B, N, count, T, H)  # [B, N, Q, T, H]
   kv_valid = blocks(valid[:, None])  # [B, 1, W, T]
   pos = np.arange(Lp).reshape(1, 1, W, T)  # [1, 1, W, T]
+  qblock = first + np.arange(count)[:, None]  # [Q, 1]
   xp = masks.array_module(table, table_ok)  # jnp only for a traced (resampled) table
-  ks, vs, keyv, ps, oks = [], [], [], [], []  # per key source (band, table)
+  ks, vs, keyv, keyok, rel = [], [], [], [], []  # per key source (band, table)
   if offsets:
+    O = len(offsets)
     ks.append(_band(blocks(k), first, count, offsets))  # [B, N, Q, O*T, H]
     vs.append(_band(blocks(v), first, count, offsets))
     keyv.append(_band(kv_valid, first, count, offsets))  # [B, 1, Q, O*T]
-    ps.append(_band(pos, first, count, offsets)[0, 0])  # [Q, O*T]
-    ok = np.ones((count, len(offsets)), bool) if band_ok is None else band_ok
-    oks.append(np.repeat(ok, T, axis=1))  # [Q, O*T]
+    ok = np.ones((count, O), bool) if band_ok is None else band_ok
+    ok = np.repeat(ok, T, axis=1)  # [Q, O*T]
+    if min_key:
+      ok = ok & (_band(pos, first, count, offsets)[0, 0] >= min_key)
+    keyok.append(ok)
+    # token rules depend on kpos - qpos = o*T + u - t only: one [T, O*T] table for every block
+    d = (np.asarray(offsets)[:, None] * T + np.arange(T)).reshape(1, -1) - np.arange(T)[:, None]
+    rule = np.ones_like(d, bool)
+    if causal:
+      rule &= d <= 0
+    if window is not None:
+      rule &= np.abs(d) <= window
+    rel.append(np.where(rule, 0.0, MASKED_LOGIT).astype(np.float32))
   if table is not None and table.shape[1]:
+    if window is not None or min_key:
+      raise ValueError("block_sparse_attention: window and min_key apply to band keys only")
     ks.append(_take(blocks(k), table))  # [B, N, Q, R*T, H]
     vs.append(_take(blocks(v), table))
     keyv.append(_take(kv_valid, table))  # [B, 1, Q, R*T]
-    ps.append(_take(pos, table)[0, 0])  # [Q, R*T]
-    oks.append(xp.repeat(table_ok, T, axis=1))  # [Q, R*T]
+    ok = table_ok
+    if causal:  # a table never holds its query's own block (masks.*_candidates): whole blocks
+      if xp is np and np.any(table_ok & (table == qblock)):
+        raise ValueError("block_sparse_attention: a causal table lists its query's own block")
+      ok = ok & (table < qblock)
+    keyok.append(xp.repeat(ok, T, axis=1))  # [Q, R*T]
+    rel.append(np.zeros((T, table.shape[1] * T), np.float32))
   kg, vg = jnp.concatenate(ks, axis=3), jnp.concatenate(vs, axis=3)  # [B, N, Q, U, H]
-  # which (query, key) pairs the pattern allows, before padding: [Q, T, U]
-  kpos = xp.concatenate(ps, axis=1)[:, None, :]  # [Q, 1, U]
-  qpos = (first * T + np.arange(count * T)).reshape(count, T, 1)  # [Q, T, 1]
-  rule = xp.concatenate(oks, axis=1)[:, None, :]  # [Q, 1, U]
-  if causal:
-    rule = rule & (kpos <= qpos)
-  if window is not None:
-    rule = rule & (abs(kpos - qpos) <= window)
-  if min_key:
-    rule = rule & (kpos >= min_key)
-  m = jnp.concatenate(keyv, axis=3)[:, :, :, None, :] & rule  # [B, 1, Q, T, U]
-  s = jnp.einsum("BNQTH,BNQUH->BNQTU", qb, kg, preferred_element_type=jnp.float32)
-  parts = [(s, m)]  # s: [B, N, Q, T, U]
+  allowed = jnp.concatenate(keyv, axis=3) & xp.concatenate(keyok, axis=1)  # [B, 1, Q, U]
+  biases = [
+    np.concatenate(rel, axis=1),  # [T, U]
+    jnp.where(allowed, 0.0, MASKED_LOGIT)[:, :, :, None, :],  # [B, 1, Q, 1, U]
+  ]
+  extras = []
   if shared is not None and len(shared):
     kh, vh = _positions(k, shared), _positions(v, shared)  # [B, N, G, H]
     sh = jnp.einsum("BNQTH,BNGH->BNQTG", qb, kh, preferred_element_type=jnp.float32)
     mh = _positions(valid[:, None], shared)[:, :, None, None, :]  # [B, 1, 1, 1, G]
     if causal:
+      qpos = (first * T + np.arange(count * T)).reshape(count, T, 1)  # [Q, T, 1]
       mh = mh & (shared <= qpos)  # [B, 1, Q, T, G]
-    parts.append((sh, mh))
+    extras.append(jnp.where(mh, sh, MASKED_LOGIT))
   if slots is not None:
-    ss, vs, ok = (a if a.shape[2] == 1 else a[:, :, first * T : (first + count) * T] for a in slots)
-    parts.append((_query_blocks(ss, count, T), _query_blocks(ok, count, T)))  # [B, N, Q, T, G]
-  probs = masked_softmax(parts)
-  o = jnp.einsum(
-    "BNQTU,BNQUH->BNQTH", probs[0].astype(vg.dtype), vg, preferred_element_type=jnp.float32
-  )  # [B, N, Q, T, H]
+    ss, svs, sok = (
+      a if a.shape[2] == 1 else a[:, :, first * T : (first + count) * T] for a in slots
+    )
+    extras.append(
+      jnp.where(_query_blocks(sok, count, T), _query_blocks(ss, count, T), MASKED_LOGIT)
+    )
+  o, probs = attend(qb, kg, vg, biases, extras)  # [B, N, Q, T, H]
   if shared is not None and len(shared):
     o = o + jnp.einsum(
-      "BNQTG,BNGH->BNQTH", probs[1].astype(vh.dtype), vh, preferred_element_type=jnp.float32
+      "BNQTG,BNGH->BNQTH", probs[0].astype(vh.dtype), vh, preferred_element_type=jnp.float32
     )
   o = o.reshape(B, N, count * T, H)
   if slots is not None:
-    o = o + summary.slot_values(probs[-1].reshape(B, N, count * T, -1), vs)
+    o = o + summary.slot_values(probs[-1].reshape(B, N, count * T, -1), svs)
   return o
 
 
