@@ -178,6 +178,22 @@ def test_summary_slots_reach_everything_and_stay_causal(causal):
   assert m.receptive_field() == ((UNBOUNDED, 0) if causal else None)
 
 
+@pytest.mark.parametrize("causal", [False, True], ids=["bi", "causal"])
+def test_local_global_measured_field_is_the_analytic_one(causal):
+  """What scripts/receptive_field.py reports for the local_global preset: one layer measures
+  the whole past (the whole sequence), as analytic, and a window-only layer after it too."""
+  from lrm.analysis import receptive_field as rf
+  from lrm.model import Encoder
+
+  spec = mixers.presets.spec_list("local_global+local", window=4, heads=2, causal=causal)
+  enc = Encoder(
+    vocab_size=7, dim=16, depth=2, mixer=spec, causal=causal, max_len=48, rngs=nnx.Rngs(0)
+  )
+  for f in rf.measure(enc, 48, position=30):
+    assert f.measured == f.analytic == ((0, 30) if causal else (0, 47))
+    assert f.contiguous and f.size == f.analytic_size
+
+
 def test_causal_first_global_tokens_are_refused():
   with pytest.raises(ValueError, match="no reach.*global_mode='summary'"):
     build({"name": "local", "window": 4, "global_tokens": 2}, causal=True)
