@@ -96,14 +96,15 @@ def block_sparse_attention(
   * band: key blocks ``c + o`` for ``o in offsets`` (sliced; ``band_ok [Q, O]`` drops
     single entries, e.g. a window block that is also a global block);
   * table: key blocks ``table [Q, R]`` (gathered; ``table_ok`` marks real entries);
-  * shared: key positions ``shared [G]`` that every query sees (global columns);
+  * shared: key positions ``shared [G]`` that every query sees (global columns), appended to
+    every block's keys (causal ones inside the query blocks: extra score columns);
   * slots: G extra keys per query given by their scores: ``(scores [B, N, W*T, G] float32,
     values [B, N, W*T|1, G, H], ok [B, 1, W*T|1, G])`` (per query position, or one set for
     all; ``summary.py``).
 
-  Band and table keys together are the U = (O + R) * T keys of the block. Token-level rules
-  on top: causal ``j <= i``; ``window``: ``|i - j| <= window`` and ``min_key``:
-  ``j >= min_key`` for band/table keys. One softmax spans all keys of a row.
+  Band, table and shared keys together are the U = (O + R) * T + G keys of the block.
+  Token-level rules on top: causal ``j <= i``; ``window``: ``|i - j| <= window`` and
+  ``min_key``: ``j >= min_key`` for band keys. One softmax spans all keys (and slots) of a row.
   Returns float32 ``[B, N, Q*T, H]``.
   """
   B, N, Lp, H = q.shape
@@ -146,6 +147,17 @@ def block_sparse_attention(
       ok = ok & (table < qblock)
     keyok.append(xp.repeat(ok, T, axis=1))  # [Q, R*T]
     rel.append(np.zeros((T, table.shape[1] * T), np.float32))
+  has_shared = shared is not None and len(shared) > 0
+  # shared keys join every block's keys, unless causal ones fall inside the queries' blocks
+  # (learned tokens): then their scores go in as extra columns with a token-level rule
+  late = has_shared and causal and shared.max() >= first * T
+  if has_shared and not late:
+    bcast = lambda a: jnp.broadcast_to(a[:, :, None], (*a.shape[:2], count, *a.shape[2:]))  # noqa: E731
+    ks.append(bcast(_positions(k, shared)))  # [B, N, Q, G, H]
+    vs.append(bcast(_positions(v, shared)))
+    keyv.append(bcast(_positions(valid[:, None], shared)))  # [B, 1, Q, G]
+    keyok.append(np.ones((count, len(shared)), bool))
+    rel.append(np.zeros((T, len(shared)), np.float32))
   kg, vg = jnp.concatenate(ks, axis=3), jnp.concatenate(vs, axis=3)  # [B, N, Q, U, H]
   allowed = jnp.concatenate(keyv, axis=3) & xp.concatenate(keyok, axis=1)  # [B, 1, Q, U]
   biases = [
@@ -153,14 +165,12 @@ def block_sparse_attention(
     jnp.where(allowed, 0.0, MASKED_LOGIT)[:, :, :, None, :],  # [B, 1, Q, 1, U]
   ]
   extras = []
-  if shared is not None and len(shared):
+  if late:
     kh, vh = _positions(k, shared), _positions(v, shared)  # [B, N, G, H]
     sh = jnp.einsum("BNQTH,BNGH->BNQTG", qb, kh, preferred_element_type=jnp.float32)
-    mh = _positions(valid[:, None], shared)[:, :, None, None, :]  # [B, 1, 1, 1, G]
-    if causal:
-      qpos = (first * T + np.arange(count * T)).reshape(count, T, 1)  # [Q, T, 1]
-      mh = mh & (shared <= qpos)  # [B, 1, Q, T, G]
-    extras.append(jnp.where(mh, sh, MASKED_LOGIT))
+    qpos = (first * T + np.arange(count * T)).reshape(count, T, 1)  # [Q, T, 1]
+    mh = _positions(valid[:, None], shared)[:, :, None, None, :] & (shared <= qpos)
+    extras.append(jnp.where(mh, sh, MASKED_LOGIT))  # [B, N, Q, T, G]
   if slots is not None:
     ss, svs, sok = (
       a if a.shape[2] == 1 else a[:, :, first * T : (first + count) * T] for a in slots
@@ -169,10 +179,8 @@ def block_sparse_attention(
       jnp.where(_query_blocks(sok, count, T), _query_blocks(ss, count, T), MASKED_LOGIT)
     )
   o, probs = attend(qb, kg, vg, biases, extras)  # [B, N, Q, T, H]
-  if shared is not None and len(shared):
-    o = o + jnp.einsum(
-      "BNQTG,BNGH->BNQTH", probs[0].astype(vh.dtype), vh, preferred_element_type=jnp.float32
-    )
+  if late:
+    o = o + jnp.einsum("BNQTG,BNGH->BNQTH", probs[0], vh.astype(jnp.float32))
   o = o.reshape(B, N, count * T, H)
   if slots is not None:
     o = o + summary.slot_values(probs[-1].reshape(B, N, count * T, -1), svs)
