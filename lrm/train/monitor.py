@@ -71,6 +71,7 @@ class Monitor:
     self.writer = self.bar = self.wandb = None
     self.eval_s: list[float] = []
     self._notes: set[str] = set()
+    self.best: float | None = None  # every process tracks it (validation runs on all)
     if not active:
       return
     if console.terminal().isatty():
