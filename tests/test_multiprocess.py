@@ -7,6 +7,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import REFERENCE, REPO, metric_records
@@ -27,31 +28,39 @@ def test_two_processes_train_like_one(reference_run, session_env, tiny_config, t
     "LRM_NUM_PROCESSES": "2",
   }
   cmd = [sys.executable, str(REPO / "scripts" / "train.py"), "--multihost"]
-  cmd += [f"--config={tiny_config}:{REFERENCE}", f"--workdir={tmp_path}"]
+  cmd += [f"--config={tiny_config}:{REFERENCE}", f"--workdir={tmp_path / 'run'}"]
+  logs = [tmp_path / f"process{i}.log" for i in range(2)]
+  files = [log.open("w") for log in logs]
   procs = [
     subprocess.Popen(
       cmd,
       cwd=REPO,
       env={**env, "LRM_PROCESS_ID": str(i)},
-      stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE,
-      text=True,
+      stdout=f,
+      stderr=subprocess.STDOUT,
     )
-    for i in range(2)
+    for i, f in enumerate(files)
   ]
-  try:
-    outs = [p.communicate(timeout=150) for p in procs]
+  deadline = time.monotonic() + 150
+  try:  # one that fails leaves the other waiting at a barrier: stop it at once
+    while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+      if any(p.poll() not in (None, 0) for p in procs):
+        break
+      time.sleep(0.2)
   finally:
-    for p in procs:  # one that failed leaves the other waiting at a barrier
+    for p in procs:
       if p.poll() is None:
         p.kill()
-        p.communicate()
-  for p, (_, err) in zip(procs, outs, strict=True):
-    assert p.returncode == 0, err[-3000:]
-  assert "process 1 of 2 (explicit), coordinator 127.0.0.1" in outs[1][1]
-  res = json.loads((tmp_path / "results.json").read_text())
+        p.wait()
+    for f in files:
+      f.close()
+  outs = [log.read_text() for log in logs]
+  for p, out in zip(procs, outs, strict=True):
+    assert p.returncode == 0, out[-3000:]
+  assert "process 1 of 2 (explicit), coordinator 127.0.0.1" in outs[1]
+  res = json.loads((tmp_path / "run" / "results.json").read_text())
   assert (res["processes"], res["devices"], res["impl"]) == (2, 8, ["direct"])
-  a, b = metric_records(reference_run), metric_records(tmp_path)
+  a, b = metric_records(reference_run), metric_records(tmp_path / "run")
   assert [(r["step"], r["split"]) for r in a] == [(r["step"], r["split"]) for r in b]
   for ra, rb in zip(a, b, strict=True):
     assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-4, abs=1e-5), (ra["step"], ra["split"])
