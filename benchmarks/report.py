@@ -48,7 +48,7 @@ def _title(key: tuple, recs: Sequence[dict]) -> str:
   what = "training step (fwd+bwd+AdamW)" if g["kind"] == "train" else g["mode"]
   heads = {r.get("heads") for r in recs} - {None}
   heads_text = f"{heads.pop()} heads, " if len(heads) == 1 else ""
-  shared = ", all cells in one process (alternating rounds)" if g["process"] == "shared" else ""
+  shared = ", all lengths in one process (alternating rounds)" if g["process"] == "shared" else ""
   return (
     f"{what}, {g['dtype']}, width {g['dim']}, {heads_text}window radius "
     f"{g['window']}, batch {g['batch']}, malloc {g['malloc']}{shared}"

@@ -6,7 +6,7 @@
       [--reference=local]
   python benchmarks/run.py --train --out=results/bench/train.jsonl   # lrm's training step
   python benchmarks/run.py --malloc=both ...                         # glibc malloc A/B
-  python benchmarks/run.py --process=both ...      # + all cells in one process, alternating
+  python benchmarks/run.py --process=both ...      # + each label's lengths in one process
 
 Labels are mixer presets (``lrm.mixers.presets``) with ``:key=value`` overrides, joined with
 ``+`` for a hybrid stack; the default is every preset, the dense oracle of every mixer that
@@ -60,7 +60,8 @@ _PROCESS = flags.DEFINE_enum(
   "process",
   "fresh",
   ["fresh", "shared", "both"],
-  "fresh: each cell in its own process; shared: all cells in one process, alternating rounds",
+  "fresh: each cell in its own process; shared: all lengths of a label in one process, "
+  "alternating rounds (use --warmup=3 or more: the heap settles over the first rounds)",
 )
 _TRAIN = flags.DEFINE_bool("train", False, "time lrm's whole training step instead")
 _TRAIN_CONFIG = flags.DEFINE_string(

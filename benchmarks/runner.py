@@ -183,9 +183,11 @@ def run_shared(
   append: bool = False,
   log: Callable[[str], None] = print,
 ) -> list[dict]:
-  """Every cell in one process per malloc setting (``benchmarks/shared.py``): all compiled,
-  then timed in alternating rounds. Records carry ``process="shared"``; JSONL as above."""
+  """All lengths of a label in one process (``benchmarks/shared.py``), one process per label
+  and malloc setting, as one training run runs one model: compiled, then timed in
+  alternating rounds. Records carry ``process="shared"``; JSONL as above."""
   dtype = cells[0]["dtype"] if cells else "float32"
+  labels = list(dict.fromkeys(c["mixer"] for c in cells))
   records = []
   os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
   with open(out_path, "a" if append else "w") as f:
@@ -193,34 +195,38 @@ def run_shared(
       env = malloc_env(setting)
       peak_cell = dict(kind="peak", size=peak_size, dtype=dtype, repeats=10, warmup=2)
       peak = run_cell(peak_cell, env=env, timeout=timeout).get("peak_gflops") or None
-      with tempfile.TemporaryDirectory(prefix="lrm_bench_") as tmp:
-        cell_path, res_path = os.path.join(tmp, "cells.json"), os.path.join(tmp, "res.json")
-        with open(cell_path, "w") as g:
-          json.dump([c | {"mem_limit_bytes": mem_limit_bytes} for c in cells], g)
-        cmd = [sys.executable, str(WORKER.with_name("shared.py")), cell_path, res_path]
-        try:
-          proc = subprocess.run(
-            cmd, env=env, capture_output=True, text=True, timeout=timeout * max(len(cells), 1)
+      for label in labels:
+        group = [c for c in cells if c["mixer"] == label]
+        for cell, res in zip(group, _run_group(group, env, timeout, mem_limit_bytes), strict=True):
+          rec = derive(
+            cell
+            | {"malloc": setting, "peak_gflops": peak, "peak_matmul": f"{peak_size}^3 {dtype}"}
+            | {"process": "shared"}
+            | res
           )
-          fail = None if proc.returncode == 0 else classify_failure(proc.returncode, proc.stderr)
-        except subprocess.TimeoutExpired:
-          fail = {"status": "timeout", "reason": "the shared process timed out"}
-        if fail is None:
-          with open(res_path) as g:
-            results = json.load(g)
-        else:
-          results = [fail] * len(cells)
-      for cell, res in zip(cells, results, strict=True):
-        rec = derive(
-          cell
-          | {"malloc": setting, "peak_gflops": peak, "peak_matmul": f"{peak_size}^3 {dtype}"}
-          | {"process": "shared"}
-          | res
-        )
-        records.append(rec)
-        f.write(json.dumps(rec) + "\n")
-        log(_line(rec) + "  [shared process]")
+          records.append(rec)
+          f.write(json.dumps(rec) + "\n")
+          f.flush()
+          log(_line(rec) + "  [shared process]")
   return records
+
+
+def _run_group(cells: list[dict], env: dict, timeout: float, mem_limit_bytes: int) -> list[dict]:
+  """Results of ``benchmarks/shared.py`` on ``cells`` (the failure, for each, if it fails)."""
+  with tempfile.TemporaryDirectory(prefix="lrm_bench_") as tmp:
+    cell_path, res_path = os.path.join(tmp, "cells.json"), os.path.join(tmp, "res.json")
+    with open(cell_path, "w") as g:
+      json.dump([c | {"mem_limit_bytes": mem_limit_bytes} for c in cells], g)
+    cmd = [sys.executable, str(WORKER.with_name("shared.py")), cell_path, res_path]
+    try:
+      limit = timeout * len(cells)
+      proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=limit)
+    except subprocess.TimeoutExpired:
+      return [{"status": "timeout", "reason": "the shared process timed out"}] * len(cells)
+    if proc.returncode != 0:
+      return [classify_failure(proc.returncode, proc.stderr)] * len(cells)
+    with open(res_path) as g:
+      return json.load(g)
 
 
 def _line(rec: dict) -> str:

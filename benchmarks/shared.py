@@ -1,14 +1,16 @@
-"""Every mixer cell in one process, timed in alternating rounds (``run.py --process=shared``).
+"""Cells in one process, timed in alternating rounds (``run.py --process=shared``).
 
   python benchmarks/shared.py <cells.json> <results.json>
 
 A training run keeps one process: its heap, its caches and XLA's thread pool carry over from
 step to step, and a process that ran shorter sequences first is in the state a long run
 reaches. ``benchmarks/worker.py`` measures each cell in a fresh process, which hides that;
-here every cell is compiled first, then each round calls every cell once (after
-``warmup`` untimed rounds), so slow drifts in machine load hit all lengths alike and the
-growth per doubling is measured side by side. The process's peak RSS is shared by all
-cells and recorded as such.
+here (``benchmarks/runner.py`` gives one process all lengths of one label) every cell is
+compiled first, then each round calls every cell once (after ``warmup`` untimed rounds), so
+slow drifts in machine load hit all lengths alike and the growth per doubling is measured
+side by side. The first rounds at a new length grow the heap (page faults); a few warm-up
+rounds reach the steady state a training run is in. The process's peak RSS is shared by
+all cells and recorded as such.
 """
 
 from __future__ import annotations
