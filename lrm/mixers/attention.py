@@ -24,6 +24,7 @@ from flax import nnx
 
 from lrm.mixers import dispatch, masks
 from lrm.mixers.base import MASKED_LOGIT, Mixer
+from lrm.mixers.block_core import unstack
 from lrm.registry import register
 
 # XLA's cost model charges about this many flops per score element for mask + softmax
@@ -96,7 +97,7 @@ class AttentionBase(Mixer):
     positions (if on) unless ``rotate=False``."""
     B, L, _ = x.shape
     qkv = self.qkv(x).reshape(B, L, 3, self.num_heads, self.head_dim)  # [B, L, 3, N, H]
-    q, k, v = jnp.moveaxis(qkv, (2, 1), (0, 3))  # each [B, N, L, H]
+    q, k, v = unstack(jnp.moveaxis(qkv, (2, 1), (0, 3)))  # each [B, N, L, H]
     if self.rotary and rotate:
       pos = np.arange(L)
       q, k = rotary(q, pos), rotary(k, pos)

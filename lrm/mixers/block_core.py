@@ -90,3 +90,14 @@ def _backward(res, cts):
 
 
 attend.defvjp(_forward, _backward)
+
+
+@jax.custom_vjp
+def unstack(x: jax.Array) -> tuple[jax.Array, ...]:
+  """``x [n, ...]`` -> its n slices along the first axis. The backward stacks the n cotangents
+  in one pass; autodiff of indexing pads each into a zero ``[n, ...]`` array and adds them
+  (for attention's q, k, v: three passes over ``[3, B, N, L, H]`` and as many copies)."""
+  return tuple(x[i] for i in range(x.shape[0]))
+
+
+unstack.defvjp(lambda x: (unstack(x), None), lambda _, cts: (jnp.stack(cts),))
