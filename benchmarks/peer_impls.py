@@ -84,6 +84,7 @@ def version(package: str) -> str:
 
 def _jax_entry(name, group, framework, ver, apply, params, x, ct, mode, mem_cap, flops=None):
   """``apply(params, x) -> y``: a jitted forward, and the timed step (fwd or fwd+bwd)."""
+  x, ct = jnp.asarray(x), jnp.asarray(ct)  # on the device once, not copied in every call
   fwd = jax.jit(apply)
   grad = jax.jit(jax.grad(lambda p, x: jnp.sum(apply(p, x) * ct), argnums=(0, 1)))
   timed = fwd if mode == "fwd" else grad

@@ -2,12 +2,14 @@
 
   python benchmarks/peers.py --out=results/bench/peers_cpu.jsonl [--lengths=4096,16384] \
       [--rounds=7] [--peers=dpa_local,lucidrains,flex,hf_bigbird]
+  python benchmarks/peers.py --out=results/bench/peers_cpu.jsonl --rebuild   # .md/.png again
 
 One process, one length at a time: every contestant is built from the same weights (an lrm
 mixer's QKV and output projections, copied), its output (and input gradient) is compared with
-lrm's (max abs error printed and recorded), then the contestants are timed in alternating
-rounds (each round calls each once, with a short pause between calls so that one library's
-idle threads do not spin while the next runs), so load on the machine hits all alike. The
+lrm's (max abs error printed and recorded), then, after three warm-up rounds, the
+contestants are timed in alternating rounds (each round calls each once, with a short pause
+between calls so that one library's idle threads do not spin while the next runs), so load
+on the machine hits all alike. The
 load average is recorded before and after each length, and the matmul peak in the same run.
 Peers are optional (``pip install -e ".[peers]"``, never a test dependency): one that is not
 installed or cannot run is skipped with the reason. Writes JSON lines, ``<out>.md`` (times
@@ -50,6 +52,7 @@ _BLOCK = flags.DEFINE_integer("block", 64, "BigBird block size")
 _PAUSE = flags.DEFINE_float("pause", 0.2, "seconds of rest before each timed call")
 _MALLOC = flags.DEFINE_enum("malloc", "tuned", ["tuned", "default"], "glibc malloc tunables")
 _MEM = flags.DEFINE_float("mem_cap_gb", 0, "skip a JAX peer needing more (0: 60% MemAvailable)")
+_REBUILD = flags.DEFINE_bool("rebuild", False, "only rewrite <out>.md and .png from <out> (JSONL)")
 
 
 def loadavg() -> list[float]:
@@ -107,9 +110,9 @@ def compare(entries: list[P.Entry]) -> dict[str, dict]:
 
 
 def time_rounds(entries: list[P.Entry], rounds: int, pause: float) -> dict[str, list[float]]:
-  for e in entries:  # warm-up: compile, first-touch allocations
-    e.step()
-    e.step()
+  for _ in range(3):  # warm-up rounds: compiles, then the heap's first-touch page faults
+    for e in entries:
+      e.step()
   times: dict[str, list[float]] = {f"{e.name}|{e.mode}": [] for e in entries}
   for _ in range(rounds):
     for e in entries:
@@ -233,6 +236,10 @@ def main(argv: list[str]) -> int:
   if len(argv) > 1:
     print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
     return 2
+  if _REBUILD.value:
+    with open(_OUT.value) as f:
+      write_report([json.loads(line) for line in f if line.strip()], _OUT.value)
+    return 0
   unknown = set(_PEERS.value) - set(PEERS)
   if unknown:
     print(
@@ -256,12 +263,18 @@ def main(argv: list[str]) -> int:
   with open(_OUT.value, "w") as f:
     for r in records:
       f.write(json.dumps(common | r) + "\n")
-  stem = os.path.splitext(_OUT.value)[0]
+  md = write_report(records, _OUT.value)
+  print("\n" + md + f"\nwrote {_OUT.value} and its .md, .png")
+  return 0
+
+
+def write_report(records: list[dict], jsonl_path: str) -> str:
+  """``<stem>.md`` (the markdown, returned) and ``<stem>.png`` next to the JSONL."""
+  stem = os.path.splitext(jsonl_path)[0]
   md = markdown(records)
   Path(stem + ".md").write_text(md)
   plot(records, stem + ".png")
-  print("\n" + md + f"\nwrote {_OUT.value}, {stem}.md, {stem}.png")
-  return 0
+  return md
 
 
 if __name__ == "__main__":
