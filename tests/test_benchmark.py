@@ -311,7 +311,7 @@ def test_report_tables_ratios_and_growth(bench):
 
 def test_committed_results_regenerate_from_their_jsonl(bench):
   """The tables in results/bench/*.md are what benchmarks/table.py prints from the JSONL."""
-  for name in ("fwdbwd_cpu", "train_listops_cpu", "malloc_cpu"):
+  for name in ("fwdbwd_cpu", "scaling_cpu", "train_listops_cpu", "malloc_cpu"):
     records = bench.report.load([RESULTS / f"{name}.jsonl"])
     md = (RESULTS / f"{name}.md").read_text()  # see results/bench/README.md for the commands
     assert md == bench.report.text(records, reference=["local"]), name
