@@ -38,9 +38,12 @@ class LanguageModel(nnx.Module):
     self.out = None if tie else nnx.Linear(encoder.dim, vocab_size, use_bias=False, rngs=rngs)
 
   def __call__(self, tokens: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-    h = self.encoder(tokens, mask)  # [B, L, D]
+    return self.logits(self.encoder(tokens, mask))  # [B, L, V]
+
+  def logits(self, h: jax.Array) -> jax.Array:
+    """Features ``[..., D]`` (all positions ``[B, L, D]`` or one ``[B, D]``) -> ``[..., V]``."""
     if self.tie:
-      return h @ self.encoder.embed.embedding[...].T.astype(h.dtype)  # [B, L, V]
+      return h @ self.encoder.embed.embedding[...].T.astype(h.dtype)
     return self.out(h)
 
   def flops(self, length: int) -> int:

@@ -2,6 +2,14 @@
 
 Every mixer plugs in here through a spec dict; a list of specs is cycled over depth
 (``[local, local, global]`` gives a hybrid stack). Heads live in ``lrm/heads.py``.
+
+Decoding (causal encoders; the mixer contract is in ``lrm/mixers/base.py``)::
+
+  cache = encoder.init_cache(batch, max_len)             # one mixer cache per block
+  h, cache = encoder.prefill(tokens, cache)              # [B, P] -> [B, P, D], positions 0..P-1
+  h_t, cache = encoder.decode_step(tokens_t, cache, pos) # [B] -> [B, D] at position ``pos``
+
+Decoding runs in eval mode: dropout is never applied.
 """
 
 from __future__ import annotations
@@ -16,6 +24,9 @@ import numpy as np
 from flax import nnx
 
 from lrm import mixers, registry
+from lrm.mixers.base import DecodeError
+
+Cache = list[dict[str, jax.Array]]  # one mixer cache per block
 
 POSITIONS = ("learned", "sinusoidal", "rotary", "none")
 
@@ -63,6 +74,21 @@ class Block(nnx.Module):
     if self.mlp is not None:
       x = x + self.drop(self.mlp(self.norm2(x)))
     return x
+
+  def _finish(self, x: jax.Array, y: jax.Array) -> jax.Array:
+    """The residual add after the mixer and the MLP branch, without dropout (decoding)."""
+    x = x + y
+    if self.mlp is not None:
+      x = x + self.mlp(self.norm2(x))
+    return x
+
+  def prefill(self, x: jax.Array, cache: dict) -> tuple[jax.Array, dict]:
+    y, cache = self.mixer.prefill(self.norm1(x), cache)  # [B, P, D]
+    return self._finish(x, y), cache
+
+  def step(self, x: jax.Array, cache: dict, pos: jax.Array) -> tuple[jax.Array, dict]:
+    y, cache = self.mixer.step(self.norm1(x), cache, pos)  # [B, D]
+    return self._finish(x, y), cache
 
 
 def _call_block(block: Block, x: jax.Array, mask: jax.Array | None) -> jax.Array:
@@ -160,6 +186,54 @@ class Encoder(nnx.Module):
     self, tokens: jax.Array, mask: jax.Array | None = None, *, intermediates: bool = False
   ) -> jax.Array | tuple[jax.Array, list[jax.Array]]:
     return self.run_blocks(self.embed_tokens(tokens), mask, intermediates=intermediates)
+
+  # ---- decoding ----------------------------------------------------------------------------
+
+  def init_cache(self, batch: int, max_len: int) -> Cache:
+    """Empty decoding caches for ``batch`` sequences of up to ``max_len`` tokens."""
+    if not self.causal:
+      raise self.blocks[0].mixer.decode_error()  # "... is bidirectional; ..."
+    self._check_len(max_len, "max_len")
+    return [b.mixer.init_cache(batch, max_len) for b in self.blocks]
+
+  def cache_bytes(self, batch: int, max_len: int) -> int:
+    """Bytes of ``init_cache(batch, max_len)`` over every block."""
+    return sum(b.mixer.cache_bytes(batch, max_len) for b in self.blocks)
+
+  def _check_len(self, length: int, what: str) -> None:
+    if self.pos is not None and length > self.max_len:
+      raise DecodeError(
+        f"{what} {length} exceeds the encoder's max_len {self.max_len} ({self.positions} "
+        "positions have no row beyond it); use a shorter prompt or fewer new tokens"
+      )
+
+  def prefill(self, tokens: jax.Array, cache: Cache) -> tuple[jax.Array, Cache]:
+    """Prompt ``tokens: [B, P]`` at positions 0..P-1 -> (features ``[B, P, D]``, caches)."""
+    self._check_len(tokens.shape[1], "prompt length")
+    x = self.embed(tokens)  # [B, P, D]
+    if self.pos is not None:
+      x = x + self.pos[...][: tokens.shape[1]].astype(x.dtype)
+    new = []
+    for block, c in zip(self.blocks, cache, strict=True):
+      x, c = block.prefill(x, c)
+      new.append(c)
+    return self.norm(x), new
+
+  def decode_step(self, tokens: jax.Array, cache: Cache, pos: jax.Array) -> tuple[jax.Array, Cache]:
+    """One token per sequence ``tokens: [B]`` at position ``pos`` -> (features ``[B, D]``,
+    caches). A concrete ``pos`` is checked against ``max_len``; a traced one cannot be (the
+    caller checks the total length, as ``lrm.decode.generate`` does)."""
+    if not isinstance(pos, jax.core.Tracer):
+      self._check_len(int(pos) + 1, "position")
+    pos = jnp.asarray(pos, jnp.int32)
+    x = self.embed(tokens)  # [B, D]
+    if self.pos is not None:
+      x = x + jax.lax.dynamic_index_in_dim(self.pos[...], pos, keepdims=False).astype(x.dtype)
+    new = []
+    for block, c in zip(self.blocks, cache, strict=True):
+      x, c = block.step(x, c, pos)
+      new.append(c)
+    return self.norm(x), new
 
   def mixer_list(self) -> list[mixers.Mixer]:
     return [b.mixer for b in self.blocks]

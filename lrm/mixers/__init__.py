@@ -28,7 +28,7 @@ from flax import nnx
 
 from lrm import registry
 from lrm.mixers import presets
-from lrm.mixers.base import Mixer, param_count
+from lrm.mixers.base import DecodeError, Mixer, param_count
 
 
 def _import_all() -> None:
@@ -79,4 +79,4 @@ def seeded(
   return fill(mixer) if isinstance(mixer, Mapping) else [fill(s) for s in mixer]
 
 
-__all__ = ["Mixer", "build", "check", "names", "param_count", "presets", "seeded"]
+__all__ = ["DecodeError", "Mixer", "build", "check", "names", "param_count", "presets", "seeded"]

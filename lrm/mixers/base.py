@@ -25,6 +25,29 @@ A mixer is an ``nnx.Module`` mapping ``x: [B, L, D] -> [B, L, D]``. It takes an 
 padding mask ``[B, L]`` (True = real token): padded positions must neither influence real
 ones nor produce NaN (their own outputs may be anything finite). A mixer is causal (output
 i depends only on inputs <= i) or bidirectional, fixed at construction.
+
+Decoding (autoregressive generation, causal mixers only). A causal mixer can run one token at
+a time from a cache of what it still needs from the past:
+
+  cache = mixer.init_cache(batch, max_len)     # flat dict of fixed-shape arrays (jit-friendly)
+  y, cache = mixer.prefill(x, cache)           # x [B, P, D] at positions 0..P-1 -> y [B, P, D]
+  y_t, cache = mixer.step(x_t, cache, pos)     # x_t [B, D] at position ``pos`` (int32 scalar)
+
+``step`` returns exactly the parallel forward's output at ``pos`` (the oracle test compares
+logits at every position). The base ``prefill`` scans ``step`` over the prompt (exact by
+construction); a mixer may override it with its parallel forward plus a cache fill.
+``cache_bytes(batch, max_len)`` is the size of the cache (from ``jax.eval_shape``). The cache
+holds only what the layer's receptive field needs, per family (per sequence, per layer):
+
+  conv, gated_conv, dynamic_conv, involution   the last ``(K - 1) * dilation`` inputs: O(K D)
+  local attention                              keys/values of the last w tokens, a ring
+                                               buffer indexed by ``pos % w``: O(w D)
+  global (full) attention                      every past key and value: O(L D)
+  random / bigbird                             the key blocks a query block may see
+  hyena                                        whatever is exact (the past inputs: O(L D))
+
+Bidirectional mixers, and causal ones without an implementation, raise ``DecodeError`` (a
+``ValueError`` with a one-line message) from ``init_cache`` and ``step``.
 """
 
 from __future__ import annotations
@@ -44,6 +67,10 @@ UNBOUNDED = sys.maxsize
 # inf - inf, and a row with no visible entry stays NaN-free; callers then zero masked
 # probabilities exactly.
 MASKED_LOGIT = -1e30
+
+
+class DecodeError(ValueError):
+  """Decoding was asked of a model that cannot decode (bidirectional, or not implemented)."""
 
 
 def check_int(owner: str, option: str, value: object, low: int) -> None:
@@ -117,6 +144,51 @@ class Mixer(nnx.Module):
   def impl(self) -> str:
     """Name of the implementation that runs (e.g. ``"blocked"``, ``"fft"``)."""
     return self._impl
+
+  # ---- decoding (see the module docstring) ----
+
+  def decode_error(self) -> DecodeError:
+    """The one-line error a mixer without cached decoding raises."""
+    name = self.mixer_name()
+    if not self.causal:
+      return DecodeError(
+        f"mixer '{name}' is bidirectional; decoding needs a causal model "
+        "(train with a causal task such as lm)"
+      )
+    return DecodeError(f"mixer '{name}' does not implement cached decoding")
+
+  def init_cache(self, batch: int, max_len: int, dtype=jnp.float32) -> dict[str, jax.Array]:
+    """A flat dict of fixed-shape arrays holding what ``step`` needs from the past."""
+    raise self.decode_error()
+
+  def step(
+    self, x: jax.Array, cache: dict[str, jax.Array], pos: jax.Array
+  ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """One token ``x: [B, D]`` at absolute position ``pos`` (int32 scalar, 0-based) ->
+    (``y: [B, D]``, the parallel forward's output at ``pos``; the updated cache)."""
+    raise self.decode_error()
+
+  def prefill(
+    self, x: jax.Array, cache: dict[str, jax.Array]
+  ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """A prompt ``x: [B, P, D]`` at positions 0..P-1 -> (``y: [B, P, D]``, the cache).
+
+    The default scans ``step`` over the prompt, exact by construction.
+    """
+
+    def body(c: dict[str, jax.Array], inputs: tuple[jax.Array, jax.Array]):
+      x_t, pos = inputs
+      y_t, c = self.step(x_t, c, pos)
+      return c, y_t
+
+    positions = jnp.arange(x.shape[1], dtype=jnp.int32)
+    cache, ys = jax.lax.scan(body, cache, (jnp.swapaxes(x, 0, 1), positions))  # ys [P, B, D]
+    return jnp.swapaxes(ys, 0, 1), cache
+
+  def cache_bytes(self, batch: int, max_len: int) -> int:
+    """Bytes of ``init_cache(batch, max_len)``, from shapes alone (nothing is allocated)."""
+    shapes = jax.eval_shape(lambda: self.init_cache(batch, max_len))
+    return int(sum(np.prod(a.shape) * a.dtype.itemsize for a in jax.tree.leaves(shapes)))
 
 
 def param_count(module: nnx.Module) -> int:
