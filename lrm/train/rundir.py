@@ -9,6 +9,12 @@ Layout of ``<workdir>/``::
   tensorboard/         TensorBoard event files (same numbers as metrics.jsonl)
   plots/curves.png     learning curves, drawn at the end
   results.json         best and final metrics, cost (params, FLOPs/token), speed, versions
+  train.log            the console output of every attempt (appended on resume; --restart
+                       starts it afresh when the trainer opens it, so wipe() leaves it)
+  profile/             a profiler trace, when ``train.profile_steps`` asks for one
+  wandb/               Weights & Biases files, when ``train.wandb_project`` names a project
+  damaged/<step>/      checkpoints that failed to restore, set aside (never deleted silently)
+  .lock                held by the one process that writes this directory
   eval_<split>_<checkpoint>.json   written by scripts/evaluate.py
 
 Rule: rerunning with the same config resumes. A different config is refused with the list
@@ -30,7 +36,7 @@ from typing import Any
 import ml_collections
 
 RUN_FILES = ("config.json", "vocab.json", "metrics.jsonl", "results.json")
-RUN_DIRS = ("checkpoints", "tensorboard", "plots")
+RUN_DIRS = ("checkpoints", "tensorboard", "plots", "profile", "wandb", "damaged")
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "datasets", "numpy")
 
 
