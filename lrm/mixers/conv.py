@@ -27,11 +27,14 @@ from flax import nnx
 from lrm.mixers.base import Mixer, check_int, zero_padded
 from lrm.mixers.conv_fft import depthwise_fft, fft_flops, fft_plan, fft_size, full_fft
 from lrm.mixers.conv_kernels import (
+  ACC,
   conv_offsets,
   depthwise_direct,
   depthwise_toeplitz,
   full_direct,
+  push_window,
   toeplitz_shape,
+  window_cache,
 )
 from lrm.registry import register
 
@@ -131,6 +134,32 @@ class Conv(Mixer):
     if self.gate is not None:
       y = y * jax.nn.sigmoid(self.gate(h))
     return y.astype(x.dtype)
+
+  # ---- decoding: the last (K - 1) * dilation inputs, O(K D) per layer ----
+
+  def init_cache(self, batch: int, max_len: int, dtype=jnp.float32) -> dict[str, jax.Array]:
+    if not self.causal:
+      raise self.decode_error()
+    return window_cache(batch, self.left, (self.dim,), dtype)
+
+  def step(
+    self, x: jax.Array, cache: dict[str, jax.Array], pos: jax.Array
+  ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    if not self.causal:
+      raise self.decode_error()
+    window, cache = push_window(cache, x)  # [B, left + 1, D]
+    taps = window[:, :: self.dilation].astype(ACC)  # [B, K, D]
+    w = self.kernel[...].astype(ACC)
+    if self.depthwise:
+      y = jnp.einsum("BKD,KD->BD", taps, w)
+    else:
+      y = jnp.einsum("BKD,KDE->BE", taps, w)
+    y = (y + self.bias[...]).astype(x.dtype)  # [B, D]
+    if self.pointwise is not None:
+      y = self.pointwise(y)
+    if self.gate is not None:
+      y = y * jax.nn.sigmoid(self.gate(x))
+    return y.astype(x.dtype), cache
 
   def flops(self, length: int) -> int:
     """Forward FLOPs for one sequence. FFT paths use 2.5 n log2 n per real transform."""

@@ -174,3 +174,20 @@ def full_direct(x: jax.Array, w: jax.Array, left: int, right: int, dilation: int
     dimension_numbers=("NWC", "WIO", "NWC"),  # XLA's layout letters, not the legend's
     preferred_element_type=ACC,
   )
+
+
+# ---- decoding: the window of past inputs a causal K-tap conv keeps (O(K D), never L) --------
+
+
+def window_cache(batch: int, span: int, shape: tuple[int, ...], dtype) -> dict[str, jax.Array]:
+  """The cache of a causal window reaching ``span`` tokens back: the last ``span`` inputs,
+  ``[B, span, ...]``, zeros before the sequence starts (the parallel forward's zero padding)."""
+  return {"window": jnp.zeros((batch, span, *shape), dtype)}
+
+
+def push_window(cache: dict[str, jax.Array], x: jax.Array) -> tuple[jax.Array, dict]:
+  """Append the current input ``x [B, ...]``: returns the whole window ``[B, span + 1, ...]``
+  (oldest first, so entry j is position ``pos - span + j``) and the cache without its oldest."""
+  past = cache["window"]
+  window = jnp.concatenate([past, x[:, None].astype(past.dtype)], axis=1)
+  return window, {"window": window[:, 1:]}

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lrm.mixers.base import MASKED_LOGIT, Mixer, check_int, zero_padded
-from lrm.mixers.conv_kernels import ACC, conv_offsets
+from lrm.mixers.conv_kernels import ACC, conv_offsets, push_window, window_cache
 from lrm.mixers.dynamic_kernels import (
   band_index,
   band_matrix,
@@ -70,6 +70,19 @@ class WindowMixer(Mixer):
 
   def _dense(self, a: jax.Array, v: jax.Array) -> jax.Array:
     return jnp.einsum("BNLS,BSNH->BLNH", a, v.astype(ACC))  # [B, L, N, H]
+
+  # ---- decoding: the last K - 1 values, O(K D) per layer ----
+
+  def init_cache(self, batch: int, max_len: int, dtype=jnp.float32) -> dict[str, jax.Array]:
+    if not self.causal:
+      raise self.decode_error()
+    return window_cache(batch, self.left, (self.dim,), dtype)
+
+  def _step_mix(self, w: jax.Array, window: jax.Array) -> jax.Array:
+    """One output: taps ``w [B, N, K]`` over the window of values ``[B, K, D]`` -> ``[B, D]``."""
+    B, K, D = window.shape
+    v = window.reshape(B, K, self.num_heads, D // self.num_heads).astype(ACC)  # [B, K, N, H]
+    return jnp.einsum("BNK,BKNH->BNH", w.astype(ACC), v).reshape(B, D)
 
   def _mix_flops(self, length: int) -> float:
     L, D, K = length, self.dim, self.kernel_size
@@ -145,6 +158,26 @@ class DynamicConv(WindowMixer):
       y = self._mix(w, v)
     return self.out(y.reshape(B, L, D).astype(x.dtype)).astype(x.dtype)
 
+  def step(
+    self, x: jax.Array, cache: dict[str, jax.Array], pos: jax.Array
+  ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    if not self.causal:
+      raise self.decode_error()
+    B, D = x.shape
+    N, K = self.num_heads, self.kernel_size
+    h = x  # [B, D]
+    if self.glu:
+      a, b = jnp.split(self.value(h), 2, axis=-1)  # [B, D] each
+      h = u = a * jax.nn.sigmoid(b)
+    else:
+      u = self.value(h)
+    window, cache = push_window(cache, u)  # [B, K, D]
+    logits = self.taps(h).astype(ACC).reshape(B, N, K)  # [B, N, K]
+    valid = pos - self.left + jnp.arange(K) >= 0  # [K]: taps before the sequence get weight 0
+    w = jax.nn.softmax(jnp.where(valid, logits, MASKED_LOGIT), axis=-1) * valid
+    y = self._step_mix(w, window)  # [B, D]
+    return self.out(y.astype(x.dtype)).astype(x.dtype), cache
+
   def flops(self, length: int) -> int:
     L, D, NK = length, self.dim, self.num_heads * self.kernel_size
     value = 2 * L * D * 2 * D + 2 * L * D + 3 * L * D if self.glu else 2 * L * D * D + L * D
@@ -206,6 +239,17 @@ class Involution(WindowMixer):
     else:
       y = self._mix(w, v)
     return self.out(y.reshape(B, L, D).astype(x.dtype)).astype(x.dtype)
+
+  def step(
+    self, x: jax.Array, cache: dict[str, jax.Array], pos: jax.Array
+  ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    if not self.causal:
+      raise self.decode_error()
+    B, D = x.shape
+    w = self.span(jax.nn.relu(self.reduce(x))).astype(ACC)  # [B, N*K]
+    window, cache = push_window(cache, x)  # [B, K, D]; zeros before the sequence
+    y = self._step_mix(w.reshape(B, self.num_heads, self.kernel_size), window)  # [B, D]
+    return self.out(y.astype(x.dtype)).astype(x.dtype), cache
 
   def flops(self, length: int) -> int:
     L, D, NK = length, self.dim, self.num_heads * self.kernel_size

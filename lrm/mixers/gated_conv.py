@@ -25,7 +25,7 @@ from flax import nnx
 from lrm.mixers import presets
 from lrm.mixers.base import Mixer, check_int, zero_padded
 from lrm.mixers.conv import KERNELS, depthwise_flops, resolve_impl
-from lrm.mixers.conv_kernels import ACC, conv_offsets
+from lrm.mixers.conv_kernels import ACC, conv_offsets, push_window, window_cache
 from lrm.registry import register
 
 
@@ -104,6 +104,25 @@ class GatedConv(Mixer):
       y = KERNELS[(True, self._impl)](u, w, self.left, self.right, self.dilation)
     y = (y + self.bias[...]).astype(x.dtype) * gate
     return self.out(y).astype(x.dtype)
+
+  # ---- decoding: the last (K - 1) * dilation conv inputs u, O(K D) per layer ----
+
+  def init_cache(self, batch: int, max_len: int, dtype=jnp.float32) -> dict[str, jax.Array]:
+    if not self.causal:
+      raise self.decode_error()
+    return window_cache(batch, self.left, (self.dim,), dtype)
+
+  def step(
+    self, x: jax.Array, cache: dict[str, jax.Array], pos: jax.Array
+  ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    if not self.causal:
+      raise self.decode_error()
+    gate, u = jnp.split(self.proj(x), 2, axis=-1)  # [B, D] each
+    window, cache = push_window(cache, u)  # [B, left + 1, D]
+    taps = window[:, :: self.dilation].astype(ACC)  # [B, K, D]
+    y = jnp.einsum("BKD,KD->BD", taps, self.kernel[...].astype(ACC))
+    y = (y + self.bias[...]).astype(x.dtype) * gate
+    return self.out(y).astype(x.dtype), cache
 
   def flops(self, length: int) -> int:
     """Forward FLOPs for one sequence (the dense oracle counts its full L x S band)."""
