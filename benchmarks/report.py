@@ -224,8 +224,13 @@ def plot(records: Sequence[dict], path: str) -> None:
         ok = sorted((r for r in recs if r["mixer"] == label and _ok(r)), key=lambda r: r["length"])
         if not ok:
           continue
-        # Dashed = quadratic (dense) kernels; tab20 keeps up to 20 mixers apart.
-        style = dict(ls="--" if _superlinear(ok) else "-", marker="o", color=plt.cm.tab20(i % 20))
+        # Ten distinct colours, then a new marker for each further ten (never two shades of
+        # one hue for two mixers); dashed = a quadratic (dense) kernel.
+        style = dict(
+          ls="--" if _superlinear(ok) else "-",
+          marker="os^Dv"[(i // 10) % 5],
+          color=plt.cm.tab10(i % 10),
+        )
         xs = [r["length"] for r in ok]
         ax_t.plot(xs, [r["median_ms"] for r in ok], label=label, **style)
         ax_m.plot(xs, [r.get("xla_total_bytes", 0) / MiB for r in ok], label=label, **style)
@@ -236,8 +241,14 @@ def plot(records: Sequence[dict], path: str) -> None:
         ax.set_xlabel("sequence length L")
         ax.set_ylabel(name)
         ax.grid(True, which="both", alpha=0.3)
-      ax_m.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax_t.set_title(_title(key, recs), fontsize=8)
+      ax_m.legend(
+        fontsize=7,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        title="dashed: dense\n(quadratic) kernel",
+        title_fontsize=7,
+      )
+    ax_t.set_title(_title(key, recs), fontsize=8, loc="left")
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
