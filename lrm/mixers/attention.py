@@ -189,3 +189,10 @@ class GlobalAttention(AttentionBase):
 
   def flops(self, length: int) -> int:
     return int(self.projection_flops(length) + self.score_flops(length * length))
+
+  def algorithmic_flops(self, length: int) -> int:
+    """The operator's own work (``lrm.analysis.counting``): L(L+1)/2 pairs when causal (the
+    kernel scores the whole square), L^2 otherwise."""
+    L = length
+    pairs = L * (L + 1) // 2 if self.causal else L * L
+    return int(self.projection_flops(L) + self.score_flops(pairs))

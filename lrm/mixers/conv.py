@@ -179,3 +179,12 @@ class Conv(Mixer):
     if self.gate is not None:
       total += 2 * L * D * D + 3 * L * D  # matmul, bias, sigmoid, product
     return int(total)
+
+  def algorithmic_flops(self, length: int) -> int:
+    """The operator's own work (``lrm.analysis.counting``): the direct K-tap count (2KD
+    per token, depthwise), whatever kernel runs."""
+    impl, self._impl = self._impl, "direct"
+    try:
+      return self.flops(length)
+    finally:
+      self._impl = impl

@@ -135,5 +135,14 @@ class GatedConv(Mixer):
     out = 2 * L * D * D + L * D
     return int(proj + conv + 2 * L * D + out)  # + conv bias and gate product
 
+  def algorithmic_flops(self, length: int) -> int:
+    """The operator's own work (``lrm.analysis.counting``): the direct K-tap count (2KD
+    per token, depthwise), whatever kernel runs."""
+    impl, self._impl = self._impl, "direct"
+    try:
+      return self.flops(length)
+    finally:
+      self._impl = impl
+
 
 presets.register("gated_conv", lambda r: dict(name="gated_conv", kernel_size=r.kernel))

@@ -231,3 +231,17 @@ class LocalAttention(AttentionBase):
       # second one everything (what their rows gathered); stacked reach is the whole sequence
       return None
     return (self.window, 0 if self.causal else self.window)
+
+  def algorithmic_flops(self, length: int) -> int:
+    """The operator's own work (``lrm.analysis.counting``): each query scores only the keys
+    inside its window (i-w..i causal, |i-j| <= w otherwise, clipped at the ends) and its
+    global tokens, whatever blocks the kernel computes."""
+    L, w, g = length, min(self.window, length - 1), self.global_tokens
+    i = np.arange(L)
+    lo, hi = np.maximum(i - w, 0), i if self.causal else np.minimum(i + w, L - 1)
+    pairs = int((hi - lo + 1).sum()) + L * g  # every query also sees the g global keys
+    if g and not self.causal and not self.learned and not self.summary:
+      pairs += g * L  # the global rows see everything
+    Lx = L + (g if self.learned else 0)
+    f = self.projection_flops(Lx, L) + self.score_flops(pairs)
+    return int(f + (self.slot_flops(L, L) if self.summary else 0))
