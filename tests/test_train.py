@@ -245,3 +245,30 @@ def test_restart_wipes_only_what_a_run_wrote(tmp_path: Path) -> None:
   left = sorted(str(p.relative_to(wd)) for p in wd.rglob("*"))
   assert left == [".lock", "mine", "mine/keep.txt", "notes.txt", "train.log"]
   assert not rundir.holds_a_run(wd)
+
+
+def test_a_run_saved_before_new_options_resumes_only_if_they_are_at_default(
+  tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+  """A config.json written by an older lrm lacks keys added since: at their defaults they
+  keep the old behaviour, so the run resumes (with a note); set otherwise, or a mixer
+  option, and it is a different run."""
+  from lrm.config import base_config
+  from lrm.train import rundir
+
+  new = rundir.config_to_dict(base_config())
+  new["task"] = "recall"
+  new["model"]["mixer"]["rotary"] = True
+  old = json.loads(json.dumps(new))
+  del old["train"]["wandb_project"], old["model"]["remat"]
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  assert rundir.check_workdir(tmp_path, new, restart=False)
+  assert "predates the keys model.remat, train.wandb_project" in capsys.readouterr().err
+  changed = json.loads(json.dumps(new))
+  changed["model"]["remat"] = True
+  with pytest.raises(rundir.ConfigConflict, match=r"model.remat: <unset> -> True"):
+    rundir.check_workdir(tmp_path, changed, restart=False)
+  del old["model"]["mixer"]["rotary"]  # a mixer default may change what the mixer computes
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  with pytest.raises(rundir.ConfigConflict, match=r"model.mixer.rotary: <unset> -> True"):
+    rundir.check_workdir(tmp_path, new, restart=False)

@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,23 @@ def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
   ]
 
 
+def keys_added_at_default(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+  """Keys that a config saved by an older lrm lacks and that the new config leaves at lrm's
+  default (``lrm.config.base_config`` and the task's constructor defaults): an option added
+  later keeps the old behaviour at its default, so it must not make the run look different.
+  Mixer options are never in this list: a mixer's defaults may change what it computes."""
+  from lrm.config import base_config, task_options
+
+  defaults = _flatten({**base_config().to_dict(), "data": task_options(str(new.get("task", "")))})
+  defaults = _flatten(json.loads(json.dumps(defaults)))  # tuples -> lists, as saved
+  a, b = _flatten(old), _flatten(new)
+  return sorted(
+    k
+    for k in b.keys() - a.keys()
+    if not k.startswith("model.mixer") and k in defaults and defaults[k] == b[k]
+  )
+
+
 def holds_a_run(workdir: Path) -> bool:
   """Whether ``workdir`` holds anything a run wrote (checkpoints, metrics or results)."""
   ckpts = workdir / "checkpoints"
@@ -108,6 +126,15 @@ def check_workdir(workdir: Path, config: dict[str, Any], *, restart: bool) -> bo
       f"delete that run and start over"
     ) from None
   diff = config_diff(old, config)
+  added = keys_added_at_default(old, config)
+  if added:
+    print(
+      f"note: {saved} predates the keys {', '.join(added)}; they are at their defaults, "
+      f"which keep the old behaviour, so the run resumes",
+      file=sys.stderr,
+      flush=True,
+    )
+    diff = [d for d in diff if d.split(":", 1)[0] not in added]
   if diff:
     shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
     raise ConfigConflict(
