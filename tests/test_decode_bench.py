@@ -110,3 +110,28 @@ def test_cost_arithmetic():
   for bad in (lambda: cost.Price(0), lambda: cost.decode_cost_per_token(1.0, 0, price)):
     with pytest.raises(ValueError):
       bad()
+
+
+def test_study_cost_table_by_hand():
+  """Training from tokens/s; inference measured from a decode record, else forward FLOPs."""
+  price = cost.Price(3.6, "a test machine")  # $0.001 per second
+  base = dict(task="lm", rule="flops", wall_time_s=100.0, tokens_per_s=1000.0)
+  base |= dict(forward_flops_per_token=1e6, train_flops_per_token=3e6)
+  dec = {"ms_per_step": 20.0, "batch": 16, "context": 1024}
+  runs = [
+    base | {"label": "a", "seed": 0},
+    base | {"label": "a", "seed": 1, "tokens_per_s": 4000.0},
+    base | {"label": "b", "seed": 0, "decode": dec},
+  ]
+  one = cost.run_costs(runs[0], price)
+  assert one["train_per_million"] == pytest.approx(1.0)  # 1e6 tokens take 1000 s = $1
+  assert one["run_dollars"] == pytest.approx(0.1)
+  assert one["infer_per_million"] == pytest.approx(1 / 3) and one["infer_how"] == "≈ forward"
+  measured = cost.run_costs(runs[2], price)
+  assert measured["infer_per_million"] == pytest.approx(1.25)
+  assert measured["infer_how"] == "decode, 1024 ctx"
+  lines = cost.study_table(runs, price)
+  assert "$3.6 per hour for a test machine" in "\n".join(lines)
+  row_a = next(ln for ln in lines if ln.startswith("| lm | flops | a |"))
+  assert "| 2 | $0.625 | $0.1 | $0.208 | ≈ forward |" in row_a  # means of (1, 0.25), (1/3, 1/12)
+  assert cost.study_table([], price) == [] and cost.run_costs({}, price)["infer_how"] == "n/a"

@@ -87,3 +87,74 @@ def fmt_dollars(value: float | None) -> str:
   if abs(value) < 1e-4:
     return f"${value:.2e}"
   return f"${value:.3g}" if abs(value) < 1000 else f"${value:,.0f}"
+
+
+# ---- a study's cost table (lrm/study/report.py passes one dict per finished run) -------------
+
+
+def run_costs(run: dict, price: Price) -> dict[str, float | str | None]:
+  """Dollars of one finished run from its results.json (and cell.json) fields.
+
+  ``tokens_per_s`` (training tokens over time in training steps) gives the training cost per
+  token. Inference per token is measured where the run has a ``decode`` record (``ms_per_step``
+  at ``batch``, from a decode benchmark of the trained model); otherwise it is estimated as a
+  forward pass: the training time per token scaled by ``forward_flops_per_token /
+  train_flops_per_token`` (the same FLOP/s as training is assumed).
+  """
+  tps = run.get("tokens_per_s") or 0.0
+  train = cost_per_token_at_throughput(tps, price) if tps > 0 else None
+  wall = run.get("wall_time_s")
+  out: dict[str, float | str | None] = {
+    "train_per_million": None if train is None else per_million(train),
+    "run_dollars": None if wall is None else dollars(wall, price),
+    "infer_per_million": None,
+    "infer_how": "n/a",
+  }
+  dec = run.get("decode")
+  fwd, trn = run.get("forward_flops_per_token"), run.get("train_flops_per_token")
+  if dec and dec.get("ms_per_step"):
+    out["infer_per_million"] = per_million(
+      decode_cost_per_token(dec["ms_per_step"] / 1e3, int(dec["batch"]), price)
+    )
+    out["infer_how"] = f"decode, {dec.get('context', '?')} ctx"
+  elif train is not None and fwd and trn:
+    out["infer_per_million"] = per_million(train * fwd / trn)
+    out["infer_how"] = "≈ forward"
+  return out
+
+
+def _mean(values: list) -> float | None:
+  return None if not values or any(v is None for v in values) else sum(values) / len(values)
+
+
+def study_table(runs: list[dict], price: Price) -> list[str]:
+  """Markdown lines: training and inference dollars per 1M tokens per (task, rule, mixer),
+  mean over seeds. Each run dict has ``task``, ``rule``, ``label`` and the fields that
+  ``run_costs`` reads."""
+  if not runs:
+    return []
+  groups: dict[tuple, list[dict]] = {}
+  for r in runs:
+    groups.setdefault((r["task"], r["rule"], r["label"]), []).append(r | run_costs(r, price))
+  lines = [
+    "## Cost in dollars",
+    "",
+    f"At {price.statement()} (a study's `price_per_hour` and `price_machine`, or the caller's "
+    "price). Training $ / 1M tokens from "
+    "the time in training steps (tokens_per_s of results.json); run $ is the whole run's "
+    "wall time (compiles and evaluations included). Inference $ / 1M tokens: measured "
+    "decoding where a cell has it, else ≈ a forward pass, estimated as the training time "
+    "scaled by forward / training FLOPs. Mean over seeds.",
+    "",
+    "| task | budget | mixer | n | train $ / 1M tokens | run $ | inference $ / 1M tokens | how |",
+    "|---|---|---|---|---|---|---|---|",
+  ]
+  for (task, rule, label), rs in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
+    hows = sorted({str(r["infer_how"]) for r in rs})
+    lines.append(
+      f"| {task} | {rule} | {label} | {len(rs)} | "
+      f"{fmt_dollars(_mean([r['train_per_million'] for r in rs]))} | "
+      f"{fmt_dollars(_mean([r['run_dollars'] for r in rs]))} | "
+      f"{fmt_dollars(_mean([r['infer_per_million'] for r in rs]))} | {', '.join(hows)} |"
+    )
+  return lines + [""]

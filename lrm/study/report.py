@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from lrm.analysis import cost
 from lrm.study import plots
 
 MEASURED = ("costs", "receptive_field", "kernels")  # what a cell.json of this lrm holds
@@ -220,9 +221,29 @@ def content_section(study: Mapping[str, Any], rows: list[dict[str, Any]], out: P
   return lines
 
 
-def write_report(study: Mapping[str, Any], out: Path | str) -> Path:
-  """REPORT.md, summary.json and one plot per task (+ the content panel) in ``out``."""
+def cost_section(rows: list[dict[str, Any]], out: Path, price: cost.Price) -> list[str]:
+  """Dollars per mixer at ``price`` (``lrm.analysis.cost``) from each cell's JSON files."""
+  runs = []
+  for r in rows:
+    wd = out / r["workdir"]
+    res = json.loads((wd / "results.json").read_text())
+    info = json.loads((wd / "cell.json").read_text())
+    costs = info.get("costs") or {}
+    runs.append({**costs, **res, "decode": info.get("decode"), **r, "label": label(r)})
+  return cost.study_table(runs, price)
+
+
+def write_report(
+  study: Mapping[str, Any], out: Path | str, price: cost.Price | None = None
+) -> Path:
+  """REPORT.md, summary.json and one plot per task (+ the content panel) in ``out``; dollars
+  at ``price`` (default: the study's ``price_per_hour`` and ``price_machine``, else
+  ``lrm.analysis.cost``'s assumption)."""
   out = Path(out)
+  price = price or cost.Price(
+    study.get("price_per_hour", cost.DEFAULT_PRICE_PER_HOUR),
+    study.get("price_machine", cost.DEFAULT_MACHINE),
+  )
   rows = collect(out)
   agg = aggregate(rows)
   lines = [f"# Study: {study['name']}", ""]
@@ -248,6 +269,7 @@ def write_report(study: Mapping[str, Any], out: Path | str) -> Path:
     if plot.exists():
       lines += [f"![{task}]({plot.name})", ""]
   lines += content_section(study, rows, out)
+  lines += cost_section(rows, out, price)
   report = out / "REPORT.md"
   report.write_text("\n".join(lines) + "\n")
   (out / "summary.json").write_text(
