@@ -4,6 +4,7 @@
   run = Run.from_workdir(workdir)            # evaluation and analysis: config.json + vocab.json
   run.evaluate("test", "best")               # {"split", "checkpoint", "step", "metrics"}
   model = run.load_model("best")             # a live nnx.Module (receptive field, kernels)
+  run = Run.from_workdir(workdir, data=False) # generation: no data loaded, vocab.json trusted
   run.costs()                                # parameters and FLOPs, with explicit names
 
 The trainer (``lrm/train/loop.py``), ``scripts/evaluate.py``, the study and the analysis
@@ -48,12 +49,17 @@ def vocab_content(vocab: Any) -> Any:
   return vocab
 
 
-def build_task(config: Mapping[str, Any], vocab: dict | None = None) -> tasks.Task:
+def build_task(
+  config: Mapping[str, Any], vocab: dict | None = None, *, data: bool = True
+) -> tasks.Task:
   """The config's task, set up (data loaded or generated); ``vocab`` is a saved vocab.json,
-  compared with the task's by content (``vocab_content``)."""
+  compared with the task's by content (``vocab_content``). ``data=False`` loads no data and
+  trusts ``vocab`` (for tasks whose model needs no data to be built, such as ``lm``)."""
   task = tasks.build({"name": config["task"], **config["data"]})
   if vocab is not None and hasattr(task, "load_vocab"):
     task.load_vocab(vocab)  # data-derived vocabularies are restored, not rebuilt
+  if not data:
+    return task
   task.setup()
   if vocab is not None and not hasattr(task, "load_vocab"):
     saved, now = vocab_content(vocab), vocab_content(json.loads(json.dumps(task.vocab())))
@@ -74,7 +80,12 @@ class Run:
   """A config (plain JSON-able dict, with a ConfigDict view), its task and abstract model."""
 
   def __init__(
-    self, config: Any, workdir: Path | str | None = None, *, vocab: dict | None = None
+    self,
+    config: Any,
+    workdir: Path | str | None = None,
+    *,
+    vocab: dict | None = None,
+    data: bool = True,
   ) -> None:
     self.plain: dict[str, Any] = rundir.config_to_dict(config)
     missing = [s for s in SECTIONS if s not in self.plain]
@@ -88,7 +99,7 @@ class Run:
     model["mixer"] = mixers.seeded(model["mixer"], int(self.plain["seed"]))
     self.config = ml_collections.ConfigDict(self.plain)
     self.workdir = None if workdir is None else Path(workdir)
-    self.task = build_task(self.plain, vocab)
+    self.task = build_task(self.plain, vocab, data=data)
     self.model = nnx.eval_shape(self.build_model)  # checks every mixer spec, computes nothing
 
   @classmethod
@@ -108,13 +119,14 @@ class Run:
     return run
 
   @classmethod
-  def from_workdir(cls, workdir: Path | str) -> Run:
-    """The run saved in ``workdir`` (its config.json and vocab.json), for evaluation."""
+  def from_workdir(cls, workdir: Path | str, *, data: bool = True) -> Run:
+    """The run saved in ``workdir`` (its config.json and vocab.json), for evaluation;
+    ``data=False`` (generation) loads no data (see ``build_task``)."""
     workdir = Path(workdir)
     config = rundir.load_config(workdir)
     # a vocab.json that does not parse is rebuilt from the task (and said so)
     vocab = rundir.read_json_or_none(workdir / "vocab.json", note=_warn)
-    return cls(config, workdir, vocab=vocab)
+    return cls(config, workdir, vocab=vocab, data=data)
 
   def check_data(self) -> None:
     """Every split has rows with at least one real token (a DataError naming it otherwise)."""
@@ -178,8 +190,12 @@ class Run:
 
   def load_model(self, checkpoint: str = "best") -> nnx.Module:
     """The trained model as a live ``nnx.Module`` in eval mode (for analysis)."""
-    _, state = self.restore(checkpoint)
-    return nnx.merge(self.steps.graph_eval, state["params"], state["rest"])
+    return self.load_model_at(checkpoint)[1]
+
+  def load_model_at(self, checkpoint: str = "best") -> tuple[int, nnx.Module]:
+    """``(step, model)``: ``load_model`` and the step it restored."""
+    step, state = self.restore(checkpoint)
+    return step, nnx.merge(self.steps.graph_eval, state["params"], state["rest"])
 
   def evaluate(self, split: str = "test", checkpoint: str = "best") -> dict[str, Any]:
     """Metrics of a saved checkpoint: ``{"split", "checkpoint", "step", "metrics"}``."""

@@ -22,6 +22,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
@@ -69,6 +70,23 @@ class LanguageModelTask(CausalTask):
   def vocab(self) -> dict[str, Any]:
     base = tok.vocab() if self.tokenizer is None else self.tokenizer.vocab()
     return {**base, "seq_len": self.seq_len, "data": self._info}
+
+  # ---- generation ---------------------------------------------------------------------------
+  @property
+  def sep(self) -> int:
+    """The document separator id (it precedes every document of the training stream)."""
+    return tok.SEP if self.tokenizer is None else self.tokenizer.sep
+
+  def prompt_ids(self, text: str) -> np.ndarray:
+    """A prompt as the start of a document: ``[SEP, *ids(text)]`` (int32), as in training."""
+    ids = tok.encode(text) if self.tokenizer is None else self.tokenizer.encode(text)[0]
+    return np.concatenate([[self.sep], ids]).astype(np.int32)
+
+  def text(self, ids: np.ndarray) -> str:
+    """Generated ids as text (the byte vocabulary drops its specials: pad, separator)."""
+    if self.tokenizer is None:
+      return tok.decode(ids)
+    return self.tokenizer.tk.decode([int(i) for i in ids], skip_special_tokens=False)
 
   def setup(self) -> None:
     if self._data:
