@@ -3,7 +3,9 @@
   python scripts/study.py --study=experiments/studies/local_vs_conv.py --out=runs/local_vs_conv \
       [--scale=small|full] [--only=recall/] [--report_only]
 
-Finished cells are skipped, so rerunning the same command resumes an interrupted study.
+Finished cells are skipped, so rerunning the same command resumes an interrupted study; a
+SIGTERM or Ctrl-C stops it after saving the running cell, with exit code 143 (as
+scripts/train.py).
 Writes <out>/REPORT.md with tables and PNG plots; every cell is a run directory under
 <out>/runs/ that scripts/evaluate.py can re-evaluate. --report_only rewrites the report from
 the cells' JSON files (lrm/study/report.py: nothing is restored or recomputed).
@@ -12,9 +14,14 @@ the cells' JSON files (lrm/study/report.py: nothing is restored or recomputed).
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 
-from lrm.study import grid, report, run
+from lrm.study import grid, report, run, sweep
+from lrm.train import guard
+
+EXIT_INTERRUPTED = 143  # scripts/train.py's code for a run stopped by SIGTERM
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,13 +36,27 @@ def main(argv: list[str] | None = None) -> int:
   try:
     spec = grid.load_study(args.study, args.scale)
     if args.list:
-      for cell in grid.expand(spec):
+      chosen = {
+        (a["task"], a["mixer"], a["window"]): a["chosen"]
+        for a in sweep.load(args.out)
+        if a.get("chosen") is not None
+      }
+      cells = grid.expand(spec, chosen)
+      for cell in cells:
         print(cell.key)
+      waiting = len(grid.arms(spec)) - len(chosen) if spec.get("lrs") else 0
+      if waiting > 0:
+        print(f"({waiting} arms wait for their learning-rate sweep)", file=sys.stderr)
       return 0
     if args.report_only:
       print(report.write_report(spec, args.out))
       return 0
+    # Ctrl-C as a SIGTERM: the running cell saves and stops (lrm.train.guard.Preemption)
+    signal.signal(signal.SIGINT, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
     run.run_study(args.study, args.out, args.scale, only=args.only)
+  except (guard.Interrupted, KeyboardInterrupt) as e:
+    print(f"stopped: {e or 'interrupted'}; rerun the same command to resume", file=sys.stderr)
+    return EXIT_INTERRUPTED
   except (FileNotFoundError, KeyError, ValueError) as e:
     print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
     return 2

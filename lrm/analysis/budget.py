@@ -21,7 +21,12 @@ from flax import nnx
 from lrm.analysis.counting import model_costs
 from lrm.tasks.base import Task
 
-RULES = {"params": "params", "flops": "train_flops_per_token"}  # rule -> the cost it equalises
+# rule -> the cost it equalises (FLOPs: the algorithmic count, lrm/analysis/counting.py)
+RULES = {
+  "params": "params",
+  "params_non_embedding": "params_non_embedding",
+  "flops": "train_flops_per_token",
+}
 
 
 @dataclass

@@ -1,8 +1,15 @@
 """What a study runs: its file, its cells, and each cell's budget-matched config.
 
 ``Cell`` is the one place a cell's run directory is named:
-``<out>/runs/<task>/<mixer>[-w<w>]/<rule>/seed<s>`` (``-w<w>`` only for presets whose field
-follows the window; a hybrid is named by its presets joined with ``+``).
+``<out>/runs/<task>/<mixer>[-w<w>]/<rule>[/<size>][/lr<lr>]/seed<s>`` (``-w<w>`` only for
+presets whose field follows the window; a hybrid is named by its presets joined with ``+``;
+``<size>`` and ``lr<lr>`` only in studies with ``sizes`` and ``lrs``).
+
+Sizes: ``sizes={"s": 32, "m": 48, "l": 64}`` names the reference model's width at each size;
+every mixer is sized to the reference's cost at that width under each rule (``rule_sizes``
+may restrict a rule to some sizes). Learning rates: ``lrs=[...]`` are swept at the middle
+size, the first rule and the first seed (``sweep_cells``); the rate with the best
+*validation* metric (``lrm.study.sweep``) is then used for every size and seed (``expand``).
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ class Cell:
   window: int | None  # None for presets whose pattern ignores the window
   rule: str  # a budget rule of lrm.analysis.budget
   seed: int
+  size: str | None = None  # a name of the study's ``sizes``
+  lr: float | None = None  # the learning rate (None: the task config's)
 
   @property
   def name(self) -> str:
@@ -40,7 +49,14 @@ class Cell:
 
   @property
   def key(self) -> str:
-    return f"{self.task}/{self.name}/{self.rule}/seed{self.seed}"
+    size = "" if self.size is None else f"/{self.size}"
+    lr = "" if self.lr is None else f"/lr{self.lr:g}"
+    return f"{self.task}/{self.name}/{self.rule}{size}{lr}/seed{self.seed}"
+
+  @property
+  def arm(self) -> tuple[str, str, int | None]:
+    """(task, mixer, window): what one learning-rate sweep tunes."""
+    return (self.task, self.mixer, self.window)
 
   def workdir(self, out: Path | str) -> Path:
     """The cell's ordinary run directory under the study's output folder."""
@@ -74,6 +90,10 @@ def load_study(path: str | Path, scale: str) -> dict[str, Any]:
   for rule in rules:
     if rule not in budget.RULES:
       raise ValueError(f"unknown budget rule '{rule}'; choose from {', '.join(budget.RULES)}")
+  for name in study["tasks"]:
+    bad = {k: v for k, v in sizes(study, name).items() if not (isinstance(v, int) and v > 0)}
+    if bad:
+      raise ValueError(f"study task '{name}': sizes must be positive widths, got {bad}")
   for name, t in study["tasks"].items():
     for mixer in [*t["mixers"], t["reference"]["mixer"]]:
       try:
@@ -83,17 +103,66 @@ def load_study(path: str | Path, scale: str) -> dict[str, Any]:
   return study
 
 
-def expand(study: Mapping[str, Any]) -> list[Cell]:
-  """Every cell, seed-major: a study stopped early has whole seeds done, not whole mixers."""
-  cells = []
+def sizes(study: Mapping[str, Any], task: str) -> dict[str, int]:
+  """``{size name: reference width}`` of a task (``{}``: the config's own width)."""
+  return dict(study["tasks"][task].get("sizes", study.get("sizes") or {}))
+
+
+def middle_size(study: Mapping[str, Any], task: str) -> str | None:
+  """The size where learning rates are swept: the middle one (None without sizes)."""
+  names = list(sizes(study, task))
+  return names[len(names) // 2] if names else None
+
+
+def arms(study: Mapping[str, Any]) -> list[tuple[str, str, int | None]]:
+  """Every (task, mixer, window) of the study."""
+  return [
+    (tname, mixer, w)
+    for tname, t in study["tasks"].items()
+    for mixer in t["mixers"]
+    for w in (t["windows"] if presets.windowed(mixer) else [None])
+  ]
+
+
+def sweep_cells(study: Mapping[str, Any]) -> list[Cell]:
+  """The learning-rate sweep: every rate of ``lrs`` per arm, at the middle size, the first
+  rule and the first seed ([] for a study without ``lrs``)."""
+  if not study.get("lrs"):
+    return []
+  seed, rule = study["seeds"][0], study["rules"][0]
+  return [
+    Cell(task, mixer, w, rule, seed, middle_size(study, task), float(lr))
+    for task, mixer, w in arms(study)
+    for lr in study["tasks"][task].get("lrs", study["lrs"])
+  ]
+
+
+def expand(study: Mapping[str, Any], chosen: Mapping[tuple, float] | None = None) -> list[Cell]:
+  """The sweep's cells, then every other cell, seed-major (a study stopped early has whole
+  seeds done, not whole mixers). With ``lrs``, an arm's cells appear once ``chosen`` (from
+  ``lrm.study.sweep.choose_all``) holds its rate; a cell that is also a sweep cell is listed
+  once."""
+  cells, seen = [], set()
+  for c in sweep_cells(study):
+    cells.append(c)
+    seen.add(c.key)
+  swept = bool(study.get("lrs"))
   for seed in study["seeds"]:
     for rule in study["rules"]:
       for tname, t in study["tasks"].items():
         if rule not in t.get("rules", study["rules"]) or seed not in t.get("seeds", study["seeds"]):
           continue
-        for mixer in t["mixers"]:
-          for w in t["windows"] if presets.windowed(mixer) else [None]:
-            cells.append(Cell(tname, mixer, w, rule, seed))
+        allowed = (study.get("rule_sizes") or {}).get(rule)
+        names = [n for n in sizes(study, tname) if allowed is None or n in allowed] or [None]
+        for task, mixer, w in [a for a in arms(study) if a[0] == tname]:
+          lr = (chosen or {}).get((task, mixer, w)) if swept else None
+          if swept and lr is None:
+            continue  # waits for its sweep
+          for size in names:
+            cell = Cell(task, mixer, w, rule, seed, size, lr)
+            if cell.key not in seen:
+              cells.append(cell)
+              seen.add(cell.key)
   return cells
 
 
@@ -169,7 +238,7 @@ class Planner:
   def __init__(self, study: Mapping[str, Any]) -> None:
     self.study = study
     self._tasks: dict[str, Task] = {}
-    self._targets: dict[tuple[str, str], float] = {}
+    self._targets: dict[tuple[str, str, str | None], float] = {}
 
   def task(self, task_key: str, cfg: ml_collections.ConfigDict) -> Task:
     """The set-up task (its vocabulary and length, which are all a budget needs)."""
@@ -178,10 +247,18 @@ class Planner:
     return self._tasks[task_key]
 
   def model(
-    self, cfg: ml_collections.ConfigDict, task_key: str, mixer: str, window: int | None
+    self,
+    cfg: ml_collections.ConfigDict,
+    task_key: str,
+    mixer: str,
+    window: int | None,
+    size: str | None = None,
   ) -> dict[str, Any]:
-    """``model_section`` with the study's heads and block size and the task's causality."""
+    """``model_section`` with the study's heads and block size and the task's causality, at
+    the width of ``size`` (the config's own without one)."""
     t = self.study["tasks"][task_key]
+    if size is not None:
+      cfg.model.dim, cfg.model.mlp_dim = int(sizes(self.study, task_key)[size]), 0
     return model_section(
       cfg,
       mixer,
@@ -191,21 +268,25 @@ class Planner:
       causal=self.task(task_key, cfg).causal,
     )
 
-  def target(self, task_key: str, rule: str) -> float:
-    """The budget: the cost under ``rule`` of the task's reference model."""
-    if (task_key, rule) not in self._targets:
+  def target(self, task_key: str, rule: str, size: str | None = None) -> float:
+    """The budget: the cost under ``rule`` of the task's reference model (at ``size``)."""
+    if (task_key, rule, size) not in self._targets:
       ref = self.study["tasks"][task_key]["reference"]
       cfg = base_config(self.study, task_key, ref.get("window"))
-      model = self.model(cfg, task_key, ref["mixer"], ref.get("window"))
-      self._targets[task_key, rule] = budget.measure(self.task(task_key, cfg), model, rule)
-    return self._targets[task_key, rule]
+      model = self.model(cfg, task_key, ref["mixer"], ref.get("window"), size)
+      cost = budget.measure(self.task(task_key, cfg), model, rule)
+      self._targets[task_key, rule, size] = cost
+    return self._targets[task_key, rule, size]
 
   def config(self, cell: Cell) -> tuple[ml_collections.ConfigDict, budget.Match]:
     """The cell's full config, with its model sized to the budget under ``cell.rule``."""
     cfg = base_config(self.study, cell.task, cell.window)
-    model = self.model(cfg, cell.task, cell.mixer, cell.window)
+    model = self.model(cfg, cell.task, cell.mixer, cell.window, cell.size)
     task = self.task(cell.task, cfg)
-    match = budget.match(task, model, rule=cell.rule, target=self.target(cell.task, cell.rule))
+    target = self.target(cell.task, cell.rule, cell.size)
+    match = budget.match(task, model, rule=cell.rule, target=target)
     cfg.model = ml_collections.ConfigDict(match.model)
     cfg.seed = cell.seed
+    if cell.lr is not None:
+      cfg.optim.lr = float(cell.lr)
     return cfg, match

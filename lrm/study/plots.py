@@ -1,16 +1,22 @@
-"""A study's figures, drawn with matplotlib from the report's aggregates and cell.json data
-(no JAX): the metric against each cost, and the effective-kernel panels."""
+"""A study's figures, drawn with matplotlib from summary records (no JAX): the test metric
+against each cost with 95% interval bands and the chance line, and the effective kernels."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-COSTS = [("params", "parameters"), ("flops", "training FLOPs / token"), ("wall", "wall-clock (s)")]
-MARKERS = {"params": "o", "flops": "s"}  # one marker per budget rule
+from lrm.study import stats
+
+COSTS = [
+  ("params_non_embedding", "non-embedding parameters"),
+  ("train_flops_per_token", "training FLOPs per token (algorithmic)"),
+  ("train_seconds", "training seconds (no compile, no eval)"),
+]
 
 
 def _pyplot() -> Any:
@@ -22,52 +28,73 @@ def _pyplot() -> Any:
   return plt
 
 
-def plot_task(agg: Mapping[tuple, Mapping[str, Any]], task: str, path: Path) -> None:
-  """The task's main metric (mean ± sd over seeds) against parameters, FLOPs and wall-clock."""
-  keys = sorted(k for k in agg if k[0] == task)  # a mixer's windows are all int or all None
-  if not keys:
-    return
+def curves(rows: Sequence[Mapping[str, Any]], task: str, rule: str) -> dict[str, list[tuple]]:
+  """``{mixer name: [(size width, records), ...]}`` of in-study cells, by width."""
+  by: dict[str, dict[Any, list]] = defaultdict(lambda: defaultdict(list))
+  for r in rows:
+    if r["task"] == task and r["rule"] == rule and r["in_study"] and r["value"] is not None:
+      by[r["name"]][r.get("size_width") or 0].append(r)
+  return {name: sorted(d.items()) for name, d in sorted(by.items())}
+
+
+def plot_curves(rows: Sequence[Mapping[str, Any]], task: str, rule: str, path: Path) -> bool:
+  """Test metric (mean over seeds, 95% t-interval band) against each cost; False if empty."""
+  data = curves(rows, task, rule)
+  if not data:
+    return False
   plt = _pyplot()
-  main = agg[keys[0]]["main_metric"]
-  fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-  labels = sorted({agg[k]["label"] for k in keys})
-  cmap = plt.cm.tab10 if len(labels) <= 10 else plt.cm.tab20
-  colours = {lab: cmap(i % cmap.N) for i, lab in enumerate(labels)}
-  for ax, (xkey, xlabel) in zip(axes, COSTS, strict=True):
-    xs = [agg[k][xkey] for k in keys if (agg[k][xkey] or 0) > 0]  # None: not measured
-    for k in keys:
-      a = agg[k]
-      if not (a[xkey] or 0) > 0:
+  first = next(iter(data.values()))[0][1][0]
+  metric, chance = first["metric"], first.get("chance")
+  fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+  cmap = plt.cm.tab10 if len(data) <= 10 else plt.cm.tab20
+  for i, (name, points) in enumerate(data.items()):
+    colour = cmap(i % cmap.N)
+    summ = [stats.summarize([r["value"] for r in rs]) for _, rs in points]
+    mean = np.array([s.mean for s in summ])
+    lo = np.array([s.lo if s.n > 1 else s.mean for s in summ])
+    hi = np.array([s.hi if s.n > 1 else s.mean for s in summ])
+    for ax, (field, _) in zip(axes, COSTS, strict=True):
+      xs = [
+        np.mean([r[field] for r in rs if r.get(field) is not None] or [np.nan]) for _, rs in points
+      ]
+      xs = np.array(xs, dtype=float)
+      ok = np.isfinite(xs)
+      if not ok.any():
         continue
-      mean, sd = a["metrics"].get(main, (np.nan, 0.0))
-      ax.errorbar(
-        a[xkey], mean, yerr=sd, fmt=MARKERS.get(k[1], "o"), color=colours[a["label"]], capsize=2
-      )
-    if xs and max(xs) / min(xs) > 10:  # log only where the budgets span a decade
-      ax.set_xscale("log")
-    else:  # (a log axis has no scalar tick format to set)
-      ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4), useOffset=False)
+      ax.plot(xs[ok], mean[ok], "o-", color=colour, label=name if ax is axes[0] else None)
+      ax.fill_between(xs[ok], lo[ok], hi[ok], color=colour, alpha=0.15, linewidth=0)
+  for ax, (_, xlabel) in zip(axes, COSTS, strict=True):
+    if chance is not None:
+      ax.axhline(chance, color="grey", ls="--", lw=1, label="chance" if ax is axes[0] else None)
+    ax.set_xscale("log")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(f"test {main} (mean ± sd)")
-    ax.grid(alpha=0.3)
-  rules = sorted({k[1] for k in keys})
-  axes[0].set_title(
-    f"{task}: " + ", ".join(f"{MARKERS.get(r, 'o')} = equal {r}" for r in rules), loc="left"
+    ax.set_ylabel(f"test {metric.replace('_', ' ')}")
+    ax.grid(alpha=0.3, which="both")
+  fig.suptitle(
+    f"{task}: test {metric.replace('_', ' ')} against cost (equal {rule.replace('_', ' ')}; "
+    "mean over seeds, band = 95% t-interval)"
   )
-  handles = [plt.Line2D([], [], ls="", marker="o", color=colours[lab]) for lab in labels]
-  fig.legend(handles, labels, loc="center right", fontsize=8)
-  fig.tight_layout(rect=(0, 0, 0.86, 1))
+  fig.legend(loc="center left", bbox_to_anchor=(0.86, 0.5), fontsize=8, frameon=False)
+  fig.tight_layout(rect=(0, 0, 0.86, 0.95))
   fig.savefig(path, dpi=100)
   plt.close(fig)
+  return True
 
 
-def plot_kernels(panels: Mapping[str, Mapping[str, Any]], path: Path) -> None:
-  """Heatmaps (sampled position x offset) of effective kernels, one panel per mixer; each
-  panel is a cell.json ``kernels`` entry (``offsets``, ``positions``, ``kernels``,
-  ``variation``)."""
+def plot_kernels(panels: Mapping[str, Mapping[str, Any]], path: Path, cols: int = 4) -> bool:
+  """Heatmaps (sampled position x offset) of effective kernels, one panel per tested layer;
+  each is a cell.json ``kernels`` entry (``offsets``, ``positions``, ``kernels``,
+  ``variation``). False if there is nothing to draw."""
+  if not panels:
+    return False
   plt = _pyplot()
-  fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
-  for ax, (name, ek) in zip(axes[0], panels.items(), strict=True):
+  n = len(panels)
+  cols = min(cols, n)
+  rows = (n + cols - 1) // cols
+  fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+  for ax in axes.flat[n:]:
+    ax.axis("off")
+  for ax, (name, ek) in zip(axes.flat, panels.items(), strict=False):
     offsets = ek["offsets"]
     im = ax.imshow(
       np.asarray(ek["kernels"]),
@@ -76,9 +103,10 @@ def plot_kernels(panels: Mapping[str, Mapping[str, Any]], path: Path) -> None:
       extent=(offsets[0] - 0.5, offsets[-1] + 0.5, len(ek["positions"]), 0),
     )
     ax.set_title(f"{name}\nkernel variation {ek['variation']:.3f}", fontsize=9)
-    ax.set_xlabel("offset o (input i + o)")
+    ax.set_xlabel("offset o (input i + o), tokens")
     ax.set_ylabel("sampled output position")
-    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="share of |dy/dx|")
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  fig.savefig(path, dpi=100)
   plt.close(fig)
+  return True

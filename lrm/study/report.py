@@ -1,158 +1,125 @@
 """A study's REPORT.md, summary.json and plots, read from the cells' JSON files alone.
 
 Every number comes from a cell's ``cell.json`` (written by ``lrm.study.run``: budget, costs,
-measured receptive field, effective kernels) and the trainer's ``results.json``; nothing is
-restored or recomputed here, and neither JAX nor flax is imported. Cells measured by an older
-lrm (no ``costs`` or ``kernels`` in cell.json) are reported with what they have, and the
-report says which measurements are missing and how to add them.
+measured receptive field, effective kernels, XLA's FLOP count), the trainer's
+``results.json``, ``lr_sweep.json`` and, when present, the decode benchmark's JSONL; nothing
+is restored or recomputed here, and neither JAX nor flax is imported. REPORT.md gives the
+three answers first (``lrm.study.verdicts``: paired t-tests over seeds, Holm-corrected),
+then the evidence (tables, curves with 95% bands, the learning-rate sweep, the sanity
+checklist, the content panel, the cost table), then the limits.
+
+summary.json: one record per finished cell (``records``): task, mixer (hybrids with ``+``),
+window, size, size_width, rule, lr, seed, in_study (the arm's chosen rate), params,
+params_non_embedding, train_flops_per_token (algorithmic), executed_train_flops_per_token,
+train_seconds (training steps only: no compilation, no evaluation), wall_time_s, metric,
+value (test, best-validation checkpoint), validation_value, test (every test metric),
+chance, rf_measured, rf_analytic, kernel_variation, xla_ratio, decode_ms_per_token,
+cache_bytes, train_dollars, key, workdir.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from lrm.analysis import cost
-from lrm.study import plots
+from lrm.study import plots, sweep, tables, verdicts
 
 MEASURED = ("costs", "receptive_field", "kernels")  # what a cell.json of this lrm holds
 OLD_COSTS = ("params", "train_flops_per_token")  # top-level in older cell.json files
+DECODE_BENCH = "results/bench/decode_cpu.jsonl"
 
 
-def _row(info: dict[str, Any], res: dict[str, Any], workdir: str) -> dict[str, Any]:
-  costs = info.get("costs") or {k: info[k] for k in OLD_COSTS if k in info}
-  field = info["receptive_field"][-1] if info.get("receptive_field") else {}
-  return {
-    **info["cell"],
-    "name": info.get("name"),
-    "target": info["budget"]["target"],
-    "achieved": info["budget"]["achieved"],
-    "params": costs.get("params", res.get("params")),
-    "train_flops_per_token": costs.get("train_flops_per_token"),
-    "wall_time_s": res["wall_time_s"],
-    "main_metric": res["main_metric"],
-    "test": res["best"]["test"],
-    "rf_measured": field.get("size"),
-    "rf_analytic": field.get("analytic_size"),
-    "rf_contiguous": field.get("contiguous"),
-    "kernels": info.get("kernels"),
-    "missing": [k for k in MEASURED if k not in info],
-    "workdir": workdir,
-  }
+def _price(study: Mapping[str, Any]) -> Any:
+  """``lrm.analysis.cost.Price`` at the study's price, or None without that module."""
+  try:
+    from lrm.analysis import cost
+  except ImportError:
+    return None
+  return cost.Price(float(study.get("price_per_hour", cost.DEFAULT_PRICE_PER_HOUR)))
 
 
-def collect(out: Path) -> list[dict[str, Any]]:
-  """One row per finished cell (a cell.json next to a results.json under ``<out>/runs``)."""
-  rows = []
-  for cell_json in sorted((out / "runs").rglob("cell.json")):
-    wd = cell_json.parent
-    if not (wd / "results.json").exists():
+def decode_costs(study: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+  """``{preset: {ms_per_token, cache_bytes}}`` at batch 1 and the study's context, from the
+  decode benchmark's JSONL ({} when it has not been run)."""
+  path = Path(study.get("decode_bench", DECODE_BENCH))
+  context = int(study.get("decode_context", 1024))
+  out: dict[str, dict[str, float]] = {}
+  if not path.exists():
+    return out
+  for line in path.read_text().splitlines():
+    try:
+      r = json.loads(line)
+    except ValueError:
       continue
-    info = json.loads(cell_json.read_text())
-    res = json.loads((wd / "results.json").read_text())
-    rows.append(_row(info, res, str(wd.relative_to(out))))
-  return rows
-
-
-def label(row: Mapping[str, Any]) -> str:
-  return row["mixer"] + ("" if row["window"] is None else f" w={row['window']}")
-
-
-def _mean(values: list[Any]) -> float | None:
-  """Mean over seeds; None if any seed lacks the value (an older cell.json)."""
-  return None if any(v is None for v in values) else float(np.mean(values))
-
-
-def aggregate(rows: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
-  """Group by (task, rule, mixer, window) and average over seeds."""
-  groups: dict[tuple, list[dict]] = defaultdict(list)
-  for r in rows:
-    groups[(r["task"], r["rule"], r["mixer"], r["window"])].append(r)
-  out = {}
-  for key, rs in groups.items():
-    metrics = sorted({k for r in rs for k, v in r["test"].items() if isinstance(v, (int, float))})
-    agg = {
-      m: (
-        float(np.mean([r["test"][m] for r in rs if m in r["test"]])),
-        float(np.std([r["test"][m] for r in rs if m in r["test"]])),
-      )
-      for m in metrics
-    }
-    first = rs[0]
-    params = _mean([r["params"] for r in rs])
-    out[key] = {
-      "label": label(first),
-      "n": len(rs),
-      "metrics": agg,
-      "main_metric": first["main_metric"],
-      "target": first["target"],
-      "achieved": float(np.mean([r["achieved"] for r in rs])),
-      "params": None if params is None else int(params),
-      "flops": _mean([r["train_flops_per_token"] for r in rs]),
-      "wall": float(np.mean([r["wall_time_s"] for r in rs])),
-      "rf": sorted({(r["rf_measured"], r["rf_analytic"]) for r in rs}, key=str),
-    }
+    if r.get("status") == "ok" and r.get("batch") == 1 and r.get("context") == context:
+      out[r["mixer"]] = {
+        "ms_per_token": float(r["ms_per_token"]),
+        "cache_bytes": float(r["cache_bytes_per_sequence"]),
+      }
   return out
 
 
-def _fmt(x: float | None) -> str:
-  if x is None:
-    return "n/a"
-  if x == 0:
-    return "0"
-  if abs(x) >= 1e5 or abs(x) < 1e-3:
-    return f"{x:.3g}"
-  return f"{x:.4g}"
+def _record(study: Mapping[str, Any], info: dict, res: dict, wd: str, ctx: dict) -> dict:
+  cell, costs = info["cell"], info.get("costs") or {k: info[k] for k in OLD_COSTS if k in info}
+  field = info["receptive_field"][-1] if info.get("receptive_field") else {}
+  kernels = info.get("kernels") or []
+  metric = res["main_metric"]
+  levels = (info.get("reference_levels") or {}).get(metric) or {}
+  seconds = res.get("train_time_s")
+  decode = ctx["decode"].get(cell["mixer"], {})
+  size = cell.get("size")
+  arm = (cell["task"], cell["mixer"], cell["window"])
+  chosen = ctx["chosen"].get(arm)
+  return {
+    **{k: cell.get(k) for k in ("task", "mixer", "window", "size", "rule", "lr", "seed")},
+    "size_width": (study["tasks"][cell["task"]].get("sizes") or study.get("sizes") or {}).get(size),
+    "in_study": not study.get("lrs") or (chosen is not None and cell.get("lr") == chosen),
+    "name": info.get("name"),
+    "params": costs.get("params", res.get("params")),
+    "params_non_embedding": costs.get("params_non_embedding"),
+    "train_flops_per_token": costs.get("train_flops_per_token"),
+    "executed_train_flops_per_token": costs.get("executed_train_flops_per_token"),
+    "train_seconds": seconds,
+    "wall_time_s": res.get("wall_time_s"),
+    "metric": metric,
+    "value": res["best"]["test"].get(metric),
+    "validation_value": res["best"]["validation"].get(metric),
+    "test": res["best"]["test"],
+    "chance": levels.get("chance"),
+    "target": info["budget"]["target"],
+    "achieved": info["budget"]["achieved"],
+    "rf_measured": field.get("size"),
+    "rf_analytic": field.get("analytic_size"),
+    "kernel_variation": (sum(k["variation"] for k in kernels) / len(kernels) if kernels else None),
+    "xla_ratio": (info.get("xla") or {}).get("ratio"),
+    "decode_ms_per_token": decode.get("ms_per_token"),
+    "cache_bytes": decode.get("cache_bytes"),
+    "train_dollars": (
+      seconds * ctx["price"].per_second if ctx["price"] and seconds is not None else None
+    ),
+    "kernels": kernels,  # the content panel's heatmaps (left out of summary.json)
+    "missing": [k for k in MEASURED if k not in info],
+    "key": info.get("key"),
+    "workdir": wd,
+  }
 
 
-def _metric_order(name: str) -> tuple[int, int, str]:
-  """Distance buckets (``acc_d<=4``, ``acc_d5-6``, ``acc_d>6``) by distance, then the rest."""
-  m = re.fullmatch(r"acc_d(<=|>)?(\d+)(?:-\d+)?", name)
-  if not m:
-    return (1, 0, name)
-  return (0, int(m.group(2)) + (1 if m.group(1) == ">" else 0), name)
-
-
-def task_table(agg: dict[tuple, dict], task: str, rule: str) -> list[str]:
-  """One table per set of metric names: recall's distance buckets are named after the window
-  (``acc_d<=4``), so each window gets its own table instead of columns of blanks."""
-  keys = sorted(k for k in agg if k[0] == task and k[1] == rule)
-  groups: dict[tuple, list[tuple]] = defaultdict(list)
-  for k in keys:
-    groups[tuple(sorted(agg[k]["metrics"]))].append(k)
-  lines: list[str] = []
-  for names, group in sorted(groups.items(), key=lambda g: g[1][0][3] or 0):
-    lines += ([""] if lines else []) + _table(agg, group, names)
-  return lines
-
-
-def _table(agg: dict[tuple, dict], keys: list[tuple], names: tuple[str, ...]) -> list[str]:
-  main = agg[keys[0]]["main_metric"]
-  extra = sorted((m for m in names if m not in (main, "loss")), key=_metric_order)
-  head = (
-    f"| mixer | n | {main} (mean ± sd) | "
-    + "".join(f"{m} | " for m in extra)
-    + "budget achieved / target | params | train FLOPs/token | wall s | RF measured (analytic) |"
-  )
-  lines = [head, "|" + "---|" * (head.count("|") - 1)]
-  for k in keys:
-    a = agg[k]
-    mean, sd = a["metrics"][main]
-    cols = "".join(f"{a['metrics'][m][0]:.3f} | " for m in extra)
-    rf = ", ".join(f"{m} ({an})" for m, an in a["rf"])
-    params = "n/a" if a["params"] is None else f"{a['params']:,}"
-    lines.append(
-      f"| {a['label']} | {a['n']} | {mean:.4f} ± {sd:.4f} | {cols}"
-      f"{a['achieved'] / a['target']:.3f} | {params} | {_fmt(a['flops'])} | "
-      f"{a['wall']:.0f} | {rf} |"
-    )
-  return lines
+def records(study: Mapping[str, Any], out: Path) -> tuple[list[dict], list[dict]]:
+  """(one record per finished cell, the cell.json of every diverged cell)."""
+  chosen = {(a["task"], a["mixer"], a["window"]): a["chosen"] for a in sweep.load(out)}
+  ctx = {"decode": decode_costs(study), "price": _price(study), "chosen": chosen}
+  rows, diverged = [], []
+  for cell_json in sorted((out / "runs").rglob("cell.json")):
+    wd = cell_json.parent
+    info = json.loads(cell_json.read_text())
+    if info.get("diverged"):
+      diverged.append(info)
+    elif (wd / "results.json").exists():
+      res = json.loads((wd / "results.json").read_text())
+      rows.append(_record(study, info, res, str(wd.relative_to(out)), ctx))
+  return rows, diverged
 
 
 def missing_section(rows: list[dict[str, Any]]) -> list[str]:
@@ -169,110 +136,69 @@ def missing_section(rows: list[dict[str, Any]]) -> list[str]:
   ]
 
 
-def content_section(study: Mapping[str, Any], rows: list[dict[str, Any]], out: Path) -> list[str]:
-  """Effective-kernel variation of the tested layer, conv vs attention, from cell.json."""
-  spec = study.get("content")
-  if not spec:
+def answers(study: Mapping[str, Any], rows: list[dict]) -> list[str]:
+  """The three verdicts: the pre-registered comparisons, Holm-corrected, by question."""
+  specs = study.get("comparisons") or []
+  if not specs:
     return []
-  rule, seed = study["rules"][0], study["seeds"][0]
-  panels, unmeasured = {}, []
-  for mixer in spec["mixers"]:
-    row = next(
-      (
-        r
-        for r in rows
-        if (r["task"], r["mixer"], r["rule"], r["seed"]) == (spec["task"], mixer, rule, seed)
-        and r["window"] in (spec.get("window"), None)
-      ),
-      None,
-    )
-    if row is None:  # not run yet
-      continue
-    if not row["kernels"]:
-      unmeasured.append(row["workdir"])
-      continue
-    for k in row["kernels"]:  # one per tested layer (a hybrid has several)
-      name = row["name"] if len(row["kernels"]) == 1 else f"{row['name']} layer {k['layer'] + 1}"
-      panels[name] = k
-  lines = []
-  if panels:
-    plots.plot_kernels(panels, out / "content_dependence.png")
-    hybrid = any(" layer " in name for name in panels)
-    lines += [
-      "## Content dependence",
-      "",
-      "Effective kernel of the last layer's mixer (the tested one): the Jacobian size",
-      "|dy_i/dx_{i+o}| over offsets o, normalised, at sampled positions of a validation input",
-      f"({spec['task']}). A convolution's",
-      "kernel depends only on the offset (variation 0); attention builds one per position.",
-      *(["A hybrid has one row per tested layer (one per part)."] if hybrid else []),
-      "",
-      "| mixer | kernel variation (mean TV distance to the average kernel) |",
-      "|---|---|",
-    ]
-    lines += [f"| {name} | {k['variation']:.4f} |" for name, k in panels.items()]
-    lines += ["", "![content dependence](content_dependence.png)", ""]
-  if unmeasured:
-    lines += [
-      f"No effective kernels in {', '.join(f'`{w}/cell.json`' for w in unmeasured)} (an",
-      "older lrm); rerun the study's command to measure them.",
-      "",
-    ]
-  return lines
+  compared = verdicts.compare(rows, specs)
+  higher = {r["task"]: r["metric"] != "bits_per_byte" for r in rows}
+  lines = [
+    "## Answers",
+    "",
+    "Paired by seed; differences a - b of the test metric with 95% t-intervals; two-sided",
+    f"paired t-tests, Holm-corrected over all {len(specs)} pre-registered comparisons.",
+    "",
+  ]
+  for q in ("Q1", "Q2", "Q3"):
+    mine = [c for c in compared if c["question"] == q]
+    if mine:
+      lines += [f"**{q}** ({mine[0]['task']}):"]
+      lines += [verdicts.verdict_line(c, higher.get(c["task"], True)) for c in mine] + [""]
+  return [*lines, "Q3's costs are in the cost table below (training and inference).", ""]
 
 
-def cost_section(rows: list[dict[str, Any]], out: Path, price: cost.Price) -> list[str]:
-  """Dollars per mixer at ``price`` (``lrm.analysis.cost``) from each cell's JSON files."""
-  runs = []
-  for r in rows:
-    wd = out / r["workdir"]
-    res = json.loads((wd / "results.json").read_text())
-    info = json.loads((wd / "cell.json").read_text())
-    costs = info.get("costs") or {}
-    runs.append({**costs, **res, "decode": info.get("decode"), **r, "label": label(r)})
-  return cost.study_table(runs, price)
+def sanity_section(rows: list[dict]) -> list[str]:
+  lines = ["## Sanity checklist", "", "| check | result | evidence |", "|---|---|---|"]
+  for name, ok, ev in verdicts.sanity(rows):
+    mark = "not run yet" if ok is None else ("PASS" if ok else "FAIL")
+    lines.append(f"| {name} | {mark} | {ev} |")
+  return [*lines, ""]
 
 
-def write_report(
-  study: Mapping[str, Any], out: Path | str, price: cost.Price | None = None
-) -> Path:
-  """REPORT.md, summary.json and one plot per task (+ the content panel) in ``out``; dollars
-  at ``price`` (default: the study's ``price_per_hour`` and ``price_machine``, else
-  ``lrm.analysis.cost``'s assumption)."""
+def write_report(study: Mapping[str, Any], out: Path | str) -> Path:
+  """REPORT.md, summary.json and the plots in ``out``."""
   out = Path(out)
-  price = price or cost.Price(
-    study.get("price_per_hour", cost.DEFAULT_PRICE_PER_HOUR),
-    study.get("price_machine", cost.DEFAULT_MACHINE),
-  )
-  rows = collect(out)
-  agg = aggregate(rows)
+  rows, diverged = records(study, out)
   lines = [f"# Study: {study['name']}", ""]
   if study.get("question"):
-    lines += [study["question"], ""]
+    lines += [study["question"].strip(), ""]
+  n_in = sum(r["in_study"] for r in rows)
   lines += [
-    f"{len(rows)} finished runs; seeds {study['seeds']}; budget rules {study['rules']}.",
-    "Each cell is an ordinary run directory under `runs/` (re-evaluate with scripts/evaluate.py).",
-    "Metrics are the test metrics of the best-validation checkpoint, mean ± sd over seeds.",
-    "RF = receptive field of the middle (bidirectional) or last (causal) output position after",
-    "the last layer, measured from gradients of the trained model, with the analytic value.",
+    f"{len(rows)} finished runs ({n_in} at their chosen learning rate), {len(diverged)}",
+    f"diverged; seeds {study['seeds']}; budget rules {study['rules']}. Each cell is an",
+    "ordinary run directory under `runs/`. Metrics: test metric of the best-validation",
+    "checkpoint; intervals are 95% t-intervals over seeds (sample sd, ddof = 1).",
     "",
     *missing_section(rows),
+    *answers(study, rows),
   ]
   for task in study["tasks"]:
     lines += [f"## {task}", ""]
     for rule in study["rules"]:
-      table = task_table(agg, task, rule)
+      table = tables.task_table(rows, task, rule)
       if table:
-        lines += [f"Equal **{rule}**:", "", *table, ""]
+        lines += [f"Equal **{rule.replace('_', ' ')}**:", "", *table, ""]
     plot = out / f"{task}.png"
-    plots.plot_task(agg, task, plot)
-    if plot.exists():
+    if plots.plot_curves(rows, task, study["rules"][0], plot):
       lines += [f"![{task}]({plot.name})", ""]
-  lines += content_section(study, rows, out)
-  lines += cost_section(rows, out, price)
+  lines += tables.sweep_section(sweep.load(out), diverged)
+  lines += sanity_section(rows)
+  lines += tables.content_section(study, rows, out)
+  lines += tables.cost_section(study, rows, _price(study))
+  lines += tables.limits(study, rows)
   report = out / "REPORT.md"
   report.write_text("\n".join(lines) + "\n")
-  (out / "summary.json").write_text(
-    json.dumps([{"key": list(map(str, k)), **v} for k, v in agg.items()], indent=1, default=str)
-  )
+  clean = [{k: v for k, v in r.items() if k not in ("missing", "kernels")} for r in rows]
+  (out / "summary.json").write_text(json.dumps(clean, indent=1, default=str) + "\n")
   return report

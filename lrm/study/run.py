@@ -8,6 +8,13 @@ Each cell's ``cell.json`` holds everything the report needs besides results.json
                     forward_flops_per_token, train_flops_per_token, seq_len  (``Run.costs``)
   receptive_field   per layer: measured and analytic field of the trained model
   kernels           per tested layer: effective kernels on a validation input (content.py)
+  xla               (first seed only) the encoder's executed analytic forward FLOPs and
+                    XLA's count of the compiled forward, for the report's 15% check
+  diverged          instead of the measurements: the trainer's message, for a run whose
+                    loss became NaN (a learning rate too high; the sweep counts it worst)
+
+A study with ``lrs`` runs in two phases: the sweep cells, then (each arm's rate chosen on
+validation by ``lrm.study.sweep`` and written to ``lr_sweep.json``) every other cell.
 
 A cell whose results.json exists is not trained again; one whose cell.json lacks any of these
 (written by an older lrm) is measured again, which takes seconds.
@@ -16,27 +23,38 @@ A cell whose results.json exists is not trained again; one whose cell.json lacks
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
-from lrm.analysis import content
+from lrm.analysis import content, counting
 from lrm.analysis import receptive_field as rf
 from lrm.run import Run
-from lrm.study import grid, report
-from lrm.train import loop, rundir
+from lrm.study import grid, report, sweep
+from lrm.train import guard, loop, rundir
 
 RF_LENGTH = 256  # the receptive field is measured on at most this many tokens
 KERNEL_LENGTH = 128  # effective kernels: on the first tokens of one validation example
 
 
-def measure(workdir: Path, mixer: str, radius: int) -> dict[str, Any]:
+def xla_check(encoder: Any, length: int) -> dict[str, float]:
+  """The encoder's analytic executed forward FLOPs beside XLA's count of its compiled forward
+  on one sequence of ``length`` tokens."""
+  graphdef, state = nnx.split(encoder)
+  tokens = jnp.zeros((1, length), jnp.int32)
+  counted = counting.xla_flops(lambda s, t: nnx.merge(graphdef, s)(t), state, tokens)
+  analytic = float(encoder.flops(length))
+  return {"length": length, "analytic": analytic, "xla": counted, "ratio": analytic / counted}
+
+
+def measure(workdir: Path, mixer: str, radius: int, xla: bool = False) -> dict[str, Any]:
   """Costs, measured receptive field and effective kernels (offsets ±``radius``) of the
-  layers built from preset ``mixer``, for the run's best checkpoint."""
+  layers built from preset ``mixer``, for the run's best checkpoint (and ``xla_check``)."""
   r = Run.from_workdir(workdir)
   layers = grid.tested_layers(r.plain["model"], mixer)
   encoder = rf.build_encoder_for_measurement(r.load_model("best"))
@@ -50,11 +68,15 @@ def measure(workdir: Path, mixer: str, radius: int) -> dict[str, Any]:
     ek = content.layer_kernels(encoder, tokens, layer, radius)
     mixer = getattr(encoder.blocks[layer].mixer, "registered_name", "?")
     kernels.append({"layer": layer, "mixer": mixer, "radius": radius, **ek.to_dict()})
-  return {
+  out = {
+    "reference_levels": r.task.reference_levels(),  # chance lines of the report
     "costs": r.costs(),
     "receptive_field": [f.to_dict() for f in fields],
     "kernels": kernels,
   }
+  if xla:
+    out["xla"] = xla_check(encoder, min(r.task.seq_len, RF_LENGTH))
+  return out
 
 
 def read_cell(workdir: Path) -> dict[str, Any] | None:
@@ -66,59 +88,98 @@ def read_cell(workdir: Path) -> dict[str, Any] | None:
 
 
 def run_cell(plan: grid.Planner, cell: grid.Cell, out: Path) -> dict[str, Any] | None:
-  """Train (or resume) one cell and write its cell.json; results, or None on SIGTERM."""
+  """Train (or resume) one cell and write its cell.json; results (``{}`` if the run
+  diverged), or None on SIGTERM."""
   wd = cell.workdir(out)
   old = read_cell(wd)
   radius = grid.kernel_radius(plan.study, cell)
+  xla = cell.seed == plan.study["seeds"][0]
   if (wd / "results.json").exists() and old is not None and "budget" in old:
     results = json.loads((wd / "results.json").read_text())  # trained: only measure again
     try:
-      measured = measure(wd, cell.mixer, radius)
+      measured = measure(wd, cell.mixer, radius, xla)
     except (OSError, KeyError, ValueError) as e:  # a run this lrm cannot rebuild: keep its file
       print(f"{cell.key}: cell.json kept as it was; measuring failed: {e}", flush=True)
       return results
     info = {k: v for k, v in old.items() if k not in report.OLD_COSTS}
   else:
     cfg, match = plan.config(cell)
-    results = loop.run(cfg, wd)  # a finished run returns its results without training
-    if results is None:
-      return None
     budget = {"rule": match.rule, "target": match.target, "achieved": match.achieved}
     info = {"budget": budget, "model": match.model}
-    measured = measure(wd, cell.mixer, radius)
+    try:
+      results = loop.run(cfg, wd)  # a finished run returns its results without training
+    except loop.Diverged as e:
+      diverged = {"cell": cell.to_dict(), "key": cell.key, "name": cell.name, **info}
+      rundir.write_json(wd / "cell.json", {**diverged, "diverged": str(e)})
+      return {}
+    if results is None:
+      return None
+    measured = measure(wd, cell.mixer, radius, xla)
   info = {"cell": cell.to_dict(), "key": cell.key, "name": cell.name, **info, **measured}
   rundir.write_json(wd / "cell.json", info)
   return results
+
+
+def finished(wd: Path) -> bool:
+  """A cell measured by this lrm, or one that diverged (both are skipped on a rerun)."""
+  have = read_cell(wd) or {}
+  if have.get("diverged"):
+    return True
+  return (wd / "results.json").exists() and all(k in have for k in report.MEASURED)
+
+
+def run_cells(plan: grid.Planner, cells: list[grid.Cell], out: Path, t0: float) -> None:
+  """Run the unfinished ``cells``; a SIGTERM raises ``guard.Interrupted`` (exit code 143)."""
+  for n, cell in enumerate(cells, start=1):
+    head = f"[{n}/{len(cells)}] {cell.key}"
+    if finished(cell.workdir(out)):
+      print(f"{head}: done, skipped", flush=True)
+      continue
+    t1 = time.perf_counter()
+    results = run_cell(plan, cell, out)
+    if results is None:  # preempted: stop the study, rerun resumes
+      raise guard.Interrupted("stopped by SIGTERM; rerun the same command to resume")
+    print(
+      f"{head}: {fmt_metrics(results) if results else 'diverged'} "
+      f"({time.perf_counter() - t1:.0f}s, total {time.perf_counter() - t0:.0f}s)",
+      flush=True,
+    )
+
+
+def choose_rates(plan: grid.Planner, out: Path) -> dict[tuple, float]:
+  """Read the sweep cells, write lr_sweep.json, and return ``{arm: chosen rate}`` for the
+  arms whose sweep has finished."""
+  by_arm: dict[tuple, dict[float, Path]] = {}
+  for c in grid.sweep_cells(plan.study):
+    by_arm.setdefault(c.arm, {})[c.lr] = c.workdir(out)
+  arms = []
+  for (task, mixer, window), wds in by_arm.items():
+    cfg = grid.base_config(plan.study, task, window)
+    mode = plan.task(task, cfg).main_mode
+    arms.append(sweep.read_arm(wds, task, mixer, window, mode))
+  if arms:
+    sweep.write(arms, out)
+  return {(a.task, a.mixer, a.window): a.chosen for a in arms if a.chosen is not None}
 
 
 def run_study(
   study_path: str | Path, out: str | Path, scale: str, only: str = ""
 ) -> list[grid.Cell]:
   """Run every unfinished cell of the study (those whose key contains ``only``), then write
-  the report. A SIGTERM stops the study with exit code 1; the same command resumes it."""
+  the report: the learning-rate sweep first, then every cell at its arm's chosen rate. A
+  SIGTERM stops the study (``guard.Interrupted``); the same command resumes it."""
   study = grid.load_study(study_path, scale)
   out = Path(out)
-  cells = [c for c in grid.expand(study) if only in c.key]
-  print(f"study {study['name']} ({scale}): {len(cells)} cells -> {out}", flush=True)
   plan = grid.Planner(study)
   t0 = time.perf_counter()
-  for n, cell in enumerate(cells, start=1):
-    head = f"[{n}/{len(cells)}] {cell.key}"
-    wd = cell.workdir(out)
-    have = read_cell(wd) or {}
-    if (wd / "results.json").exists() and all(k in have for k in report.MEASURED):
-      print(f"{head}: done, skipped", flush=True)
-      continue
-    t1 = time.perf_counter()
-    results = run_cell(plan, cell, out)
-    if results is None:  # preempted: stop the study, rerun resumes
-      print("stopped by SIGTERM; rerun the same command to resume", flush=True)
-      sys.exit(1)
-    print(
-      f"{head}: {fmt_metrics(results)} "
-      f"({time.perf_counter() - t1:.0f}s, total {time.perf_counter() - t0:.0f}s)",
-      flush=True,
-    )
+  sweep_cells = [c for c in grid.sweep_cells(study) if only in c.key]
+  if sweep_cells:
+    print(f"study {study['name']} ({scale}): sweep of {len(sweep_cells)} cells -> {out}")
+    run_cells(plan, sweep_cells, out, t0)
+  cells = [c for c in grid.expand(study, choose_rates(plan, out)) if only in c.key]
+  rest = [c for c in cells if c.key not in {s.key for s in sweep_cells}]
+  print(f"study {study['name']} ({scale}): {len(rest)} more cells -> {out}", flush=True)
+  run_cells(plan, rest, out, t0)
   report.write_report(study, out)
   return cells
 
