@@ -38,7 +38,13 @@ from flax import nnx
 from lrm.mixers import presets
 from lrm.mixers.base import Mixer, check_int, zero_padded
 from lrm.mixers.conv_fft import fft_flops, next_fast_len
-from lrm.mixers.conv_kernels import ACC, conv_offsets, depthwise_direct
+from lrm.mixers.conv_kernels import (
+  ACC,
+  conv_offsets,
+  depthwise_direct,
+  push_window,
+  window_cache,
+)
 from lrm.mixers.gated_conv import dense_conv
 from lrm.registry import register
 
@@ -166,6 +172,56 @@ class Hyena(Mixer):
     z = zero_padded(x1 * v, mask)  # padded positions carry nothing into the long conv
     y = self.long_conv(z) + self.skip[...] * z
     return self.out((x0 * y).astype(x.dtype)).astype(x.dtype)
+
+  # ---- decoding: the whole past of the long conv's input, O(L D) per layer and step ----
+
+  def init_cache(self, batch: int, max_len: int, dtype=jnp.float32) -> dict[str, jax.Array]:
+    """``z``: the long conv's inputs so far ``[B, S, D]``; ``window``: the last K-1 projections
+    ``[B, K-1, 3D]`` (the short conv's past); ``filter``: the implicit filter of the forward at
+    length ``max_len`` over lags 0..S-1 ``[S, D]``, computed once (lags are normalised by the
+    length, so decoding reproduces the parallel forward at length ``max_len``)."""
+    if not self.causal:
+      raise self.decode_error()
+    return {
+      "z": jnp.zeros((batch, max_len, self.dim), dtype),
+      "filter": self.filter(max_len).astype(ACC),
+      **window_cache(batch, self.left, (3 * self.dim,), dtype),
+    }
+
+  def step(
+    self, x: jax.Array, cache: dict[str, jax.Array], pos: jax.Array
+  ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    if not self.causal:
+      raise self.decode_error()
+    window, short = push_window({"window": cache["window"]}, self.proj(x))  # [B, K, 3D]
+    u = jnp.einsum("BKD,KD->BD", window.astype(ACC), self.short[...].astype(ACC))
+    x0, x1, v = jnp.split(u + self.short_bias[...], 3, axis=-1)  # [B, D] each, float32
+    z = x1 * v
+    zs = jax.lax.dynamic_update_index_in_dim(cache["z"], z.astype(cache["z"].dtype), pos, 1)
+    S = zs.shape[1]
+    lag = pos - jnp.arange(S)  # [S]: lag of each past input; < 0 = not yet written
+    h = jnp.where((lag >= 0)[:, None], cache["filter"][jnp.clip(lag, 0, S - 1)], 0.0)  # [S, D]
+    y = jnp.einsum("SD,BSD->BD", h, zs.astype(ACC)) + self.skip[...] * z
+    out = self.out((x0 * y).astype(x.dtype)).astype(x.dtype)
+    return out, {"z": zs, "filter": cache["filter"], **short}
+
+  def prefill(
+    self, x: jax.Array, cache: dict[str, jax.Array]
+  ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The parallel forward of a prompt ``x [B, P, D]`` with the cached filter (the forward's
+    at length ``max_len``), filling the cache."""
+    if not self.causal:
+      raise self.decode_error()
+    P = x.shape[1]
+    p = self.proj(x)  # [B, P, 3D]
+    u = depthwise_direct(p, self.short[...], self.left, self.right, 1)
+    x0, x1, v = jnp.split(u + self.short_bias[...], 3, axis=-1)  # [B, P, D] each, float32
+    z = x1 * v
+    y = fft_long_conv(z, cache["filter"][:P], True) + self.skip[...] * z
+    out = self.out((x0 * y).astype(x.dtype)).astype(x.dtype)
+    past = jnp.concatenate([cache["window"], p.astype(cache["window"].dtype)], axis=1)
+    zs = jax.lax.dynamic_update_slice_in_dim(cache["z"], z.astype(cache["z"].dtype), 0, 1)
+    return out, {"z": zs, "filter": cache["filter"], "window": past[:, P:]}
 
   def flops(self, length: int) -> int:
     """Forward FLOPs; the FFT path counts 2.5 n log2 n per real transform."""
