@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from lrm.mixers import attention_cache as ac
 from lrm.mixers import dispatch, masks
 from lrm.mixers.base import MASKED_LOGIT, Mixer
 from lrm.mixers.block_core import unstack
@@ -167,9 +168,12 @@ class GlobalAttention(AttentionBase):
     self._impl = dispatch.global_impl(self, jnp.float32)  # what runs in float32 here
 
   def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-    B, L, _ = x.shape
-    valid = key_mask(mask, B, L)
     q, k, v = self.project(x)  # [B, N, L, H]
+    return self.merge(self._attend(q, k, v, mask), x.dtype)
+
+  def _attend(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None) -> jax.Array:
+    B, _, L, _ = q.shape
+    valid = key_mask(mask, B, L)
     impl = dispatch.global_impl(self, q.dtype, L)
     if impl in dispatch.FUSED:
       o = dispatch.attend(impl, q, k, v, None if mask is None else valid, causal=self.causal)
@@ -185,7 +189,37 @@ class GlobalAttention(AttentionBase):
           t(q), t(k), t(v), mask=valid[:, None, None, :], scale=1.0, is_causal=self.causal
         )
       )
-    return self.merge(o, x.dtype)
+    return o  # [B, N, L, H]
+
+  # ---- decoding: every past key and value up to max_len, O(L D) per layer ----
+
+  def init_cache(self, batch: int, max_len: int, dtype=jnp.float32) -> dict[str, jax.Array]:
+    if not self.causal:
+      raise self.decode_error()
+    shape = (batch, self.num_heads, max_len, self.head_dim)  # [B, N, S, H]
+    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+
+  def step(
+    self, x: jax.Array, cache: dict[str, jax.Array], pos: jax.Array
+  ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    if not self.causal:
+      raise self.decode_error()
+    q, k, v = ac.project_one(self, x, pos)  # [B, N, H]
+    cache = {"k": ac.write_at(cache["k"], k, pos), "v": ac.write_at(cache["v"], v, pos)}
+    ok = jnp.arange(cache["k"].shape[2]) <= pos  # [S]: keys written so far
+    o, _ = ac.attend_one(q, cache["k"], cache["v"], ok)
+    return ac.merge_one(self, o, x.dtype), cache
+
+  def prefill(
+    self, x: jax.Array, cache: dict[str, jax.Array]
+  ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The parallel forward of a prompt ``x [B, P, D]`` (positions 0..P-1) into a fresh cache."""
+    if not self.causal:
+      raise self.decode_error()
+    q, k, v = self.project(x)  # [B, N, P, H]
+    y = self.merge(self._attend(q, k, v, None), x.dtype)
+    put = lambda buf, new: jax.lax.dynamic_update_slice_in_dim(buf, new.astype(buf.dtype), 0, 2)  # noqa: E731
+    return y, {"k": put(cache["k"], k), "v": put(cache["v"], v)}
 
   def flops(self, length: int) -> int:
     return int(self.projection_flops(length) + self.score_flops(length * length))

@@ -45,6 +45,7 @@ from flax import nnx
 from lrm.mixers import dispatch, masks, summary
 from lrm.mixers.attention import SOFTMAX_FLOPS, AttentionBase, dense_attention, key_mask, rotary
 from lrm.mixers.blocked import block_sparse_attention, full_rows
+from lrm.mixers.local_cache import LocalDecoding
 from lrm.registry import register
 
 GLOBAL_MODES = ("summary", "first", "learned")
@@ -58,7 +59,7 @@ def pad_positions(a: jax.Array, extra: int) -> jax.Array:
 
 
 @register("mixer", "local")
-class LocalAttention(AttentionBase):
+class LocalAttention(LocalDecoding, AttentionBase):
   """Sliding-window multi-head attention (radius ``window``) + optional global tokens."""
 
   IMPLS = ("auto", "blocked", "dense", *dispatch.FUSED)  # auto: dispatch.py
@@ -124,6 +125,11 @@ class LocalAttention(AttentionBase):
     return (-1, 0) if self.causal else (-1, 0, 1)
 
   def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    return self._forward(x, mask)[0]
+
+  def _forward(self, x: jax.Array, mask: jax.Array | None) -> tuple[jax.Array, ...]:
+    """(output ``[B, L, D]``, and for decoding's prefill: keys and values ``[B, N, G+L|L, H]``
+    as the band reads them, and the un-rotated keys that summary slots pool, or None)."""
     B, L, _ = x.shape
     valid = key_mask(mask, B, L)
     h = x
@@ -136,12 +142,12 @@ class LocalAttention(AttentionBase):
     w, T, W, g = self.geometry(Lx)
     if self.summary:
       q, k, v = self.project(h, rotate=False)  # [B, N, L, H]
-      slots = self._slots(q, k, v, valid)
+      slots, pooled = self._slots(q, k, v, valid), k
       if self.rotary:
         q, k = rotary(q, np.arange(Lx)), rotary(k, np.arange(Lx))
     else:
       q, k, v = self.project(h)  # [B, N, G+L, H] (learned) or [B, N, L, H]
-      slots = None
+      slots = pooled = None
     impl = dispatch.local_impl(self, q.dtype, Lx)  # fused: cuDNN / Pallas sliding window
     if impl in dispatch.FUSED:
       o = dispatch.attend(
@@ -158,7 +164,7 @@ class LocalAttention(AttentionBase):
       o = self._blocked(q, k, v, valid, w, T, W, g, slots)
     if self.learned:
       o = o[:, :, self.global_tokens :]  # drop the learned tokens' rows
-    return self.merge(o, x.dtype)
+    return self.merge(o, x.dtype), k, v, pooled
 
   def _slots(self, q, k, v, valid) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Summary slots of un-rotated ``q, k, v``: (scores ``[B, N, L, G]``, values, ok)."""

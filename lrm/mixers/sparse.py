@@ -26,6 +26,7 @@ from flax import nnx
 from lrm.mixers import masks
 from lrm.mixers.attention import AttentionBase, dense_attention, key_mask
 from lrm.mixers.blocked import block_sparse_attention, full_rows
+from lrm.mixers.sparse_cache import BlockSparseDecoding
 from lrm.registry import register
 
 POLICIES = ("fixed", "resample")
@@ -40,7 +41,7 @@ def _fork_stream(rngs: nnx.Rngs, name: str) -> nnx.RngStream:
   )
 
 
-class RandomBlocksBase(AttentionBase):
+class RandomBlocksBase(BlockSparseDecoding, AttentionBase):
   """Block geometry, random-pattern policy and padding shared by random and BigBird."""
 
   IMPLS = ("gather", "dense")
@@ -133,6 +134,10 @@ class RandomAttention(RandomBlocksBase):
   def dense_mask(self, length: int, T: int, idx, ok) -> jax.Array:
     return masks.random_mask(length, T, idx, ok, causal=self.causal)
 
+  def decode_adjacency(self, blocks: int) -> tuple[np.ndarray, np.ndarray]:
+    adj = masks.block_adjacency(*self.fixed_pattern(blocks), blocks) | np.eye(blocks, dtype=bool)
+    return adj & masks.causal_mask(blocks), np.zeros(blocks, bool)
+
   def gather(self, q, k, v, valid, T: int, W: int, idx, ok) -> jax.Array:
     return block_sparse_attention(
       q, k, v, valid, block=T, first=0, count=W, causal=self.causal, table=idx, table_ok=ok
@@ -209,6 +214,13 @@ class BigBirdAttention(RandomBlocksBase):
     return masks.bigbird_mask(
       length, T, self.window_blocks, self.global_blocks, idx, ok, causal=self.causal
     )
+
+  def decode_adjacency(self, blocks: int) -> tuple[np.ndarray, np.ndarray]:
+    glob = masks.is_global_block(blocks, self.global_blocks)
+    c, d = np.arange(blocks)[:, None], np.arange(blocks)[None, :]
+    near = np.abs(c - d) <= self.window_blocks // 2
+    adj = masks.block_adjacency(*self.fixed_pattern(blocks), blocks) | near | glob | glob[:, None]
+    return adj & masks.causal_mask(blocks), glob
 
   def layout(self, W: int) -> tuple[int, int, tuple[int, ...], np.ndarray]:
     """(front, back) global block counts, window offsets, band_ok [Q, O] (Q middle blocks)."""
