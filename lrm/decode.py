@@ -6,8 +6,12 @@
 through ``Encoder.decode_step`` (each mixer keeps only what its receptive field needs: see
 ``lrm/mixers/base.py``). ``cache=False`` is the reference: every step runs the parallel
 forward over the whole sequence so far (a fixed-size buffer, so it compiles once; the model
-is causal, so the unfilled tail cannot change the positions read). Both paths draw token i
-with ``jax.random.fold_in(key(seed), i)``, so a seed gives the same sample in both.
+is causal, so the unfilled tail cannot change the positions read). Both size the sequence as
+``context_len``: the model's ``max_len`` (its training length), or more when a model
+without a position table (rotary, none) is asked for more tokens. Hyena's implicit filter is
+a function of that length (``lrm/mixers/hyena.py``), so its generations follow training's.
+Both paths draw token i with ``jax.random.fold_in(key(seed), i)``, so a seed gives the same
+sample in both.
 Temperature 0 is greedy; ``top_k > 0`` keeps the k most likely tokens before sampling.
 
 Decoding runs in eval mode (dropout off). The library prints nothing.
@@ -80,6 +84,11 @@ def positions_needed(prompt_len: int, max_new_tokens: int) -> int:
   return prompt_len + max(max_new_tokens - 1, 0)
 
 
+def context_len(model: LanguageModel, prompt_len: int, max_new_tokens: int) -> int:
+  """The sequence length both paths compute over (see the module docstring)."""
+  return max(positions_needed(prompt_len, max_new_tokens), model.encoder.max_len)
+
+
 def check_lengths(model: LanguageModel, prompt_len: int, max_new_tokens: int) -> None:
   """A one-line ``DecodeError`` if the prompt is empty or the tokens exceed ``max_len``."""
   if prompt_len < 1:
@@ -125,7 +134,7 @@ def generate(
   if max_new_tokens == 0:
     return out[0] if single else out
   if cache:
-    caches = lm.encoder.init_cache(B, positions_needed(P, max_new_tokens))
+    caches = lm.encoder.init_cache(B, context_len(lm, P, max_new_tokens))
     logits, caches = prefill_logits(lm, jnp.asarray(prompt), caches)
     logits = logits[:, -1]  # [B, V]
     for i in range(max_new_tokens):
@@ -134,7 +143,7 @@ def generate(
       if i + 1 < max_new_tokens:
         logits, caches = step_logits(lm, tok, caches, jnp.int32(P + i))
   else:
-    buf = np.zeros((B, positions_needed(P, max_new_tokens)), np.int32)  # [B, L]
+    buf = np.zeros((B, context_len(lm, P, max_new_tokens)), np.int32)  # [B, L]
     buf[:, :P] = prompt
     for i in range(max_new_tokens):
       logits = full_logits(lm, jnp.asarray(buf), jnp.int32(P + i - 1))  # [B, V]

@@ -147,3 +147,14 @@ def test_generate_cached_equals_recomputed_and_a_seed_fixes_the_sample():
   assert sampled[0].min() >= 0 and sampled[0].max() < VOCAB
   batch = decode.generate(lm, np.stack([prompt, prompt]), 4)
   np.testing.assert_array_equal(batch, np.stack([greedy[:4], greedy[:4]]))
+
+
+@pytest.mark.parametrize("prompt", [2, 7])  # shorter and longer than the window
+def test_parallel_prefill_equals_the_base_scan_of_steps(prompt):
+  m = mixers.build(causal_spec("dynamic_conv"), dim=DIM, causal=True, rngs=nnx.Rngs(0))
+  x = jax.random.normal(jax.random.key(1), (BATCH, prompt, DIM))  # [B, P, D]
+  cache = m.init_cache(BATCH, 16)
+  y, c = m.prefill(x, cache)  # the mixer's parallel forward
+  y_ref, c_ref = mixers.Mixer.prefill(m, x, cache)  # the contract's default: scan of step
+  np.testing.assert_allclose(y, y_ref, atol=TOL)
+  np.testing.assert_allclose(c["window"], c_ref["window"], atol=TOL)

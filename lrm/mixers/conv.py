@@ -31,6 +31,7 @@ from lrm.mixers.conv_kernels import (
   conv_offsets,
   depthwise_direct,
   depthwise_toeplitz,
+  fill_window,
   full_direct,
   push_window,
   toeplitz_shape,
@@ -160,6 +161,14 @@ class Conv(Mixer):
     if self.gate is not None:
       y = y * jax.nn.sigmoid(self.gate(x))
     return y.astype(x.dtype), cache
+
+  def prefill(
+    self, x: jax.Array, cache: dict[str, jax.Array]
+  ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The parallel forward over the prompt ``x [B, P, D]``; the cache keeps its tail."""
+    if not self.causal:
+      raise self.decode_error()
+    return self(x), fill_window(cache, x)
 
   def flops(self, length: int) -> int:
     """Forward FLOPs for one sequence. FFT paths use 2.5 n log2 n per real transform."""

@@ -191,3 +191,14 @@ def push_window(cache: dict[str, jax.Array], x: jax.Array) -> tuple[jax.Array, d
   past = cache["window"]
   window = jnp.concatenate([past, x[:, None].astype(past.dtype)], axis=1)
   return window, {"window": window[:, 1:]}
+
+
+def fill_window(cache: dict[str, jax.Array], u: jax.Array) -> dict[str, jax.Array]:
+  """The cache after a prompt ``u [B, P, ...]`` at positions 0..P-1: its last ``span`` inputs,
+  zero-padded on the left when the prompt is shorter than the window."""
+  past = cache["window"]
+  span = past.shape[1]
+  if span == 0:
+    return {"window": past}
+  u = pad_len(u.astype(past.dtype), max(span - u.shape[1], 0), 0)
+  return {"window": u[:, u.shape[1] - span :]}

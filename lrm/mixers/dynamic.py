@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lrm.mixers.base import MASKED_LOGIT, Mixer, check_int, zero_padded
-from lrm.mixers.conv_kernels import ACC, conv_offsets, push_window, window_cache
+from lrm.mixers.conv_kernels import ACC, conv_offsets, fill_window, push_window, window_cache
 from lrm.mixers.dynamic_kernels import (
   band_index,
   band_matrix,
@@ -136,12 +136,7 @@ class DynamicConv(WindowMixer):
   def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     B, L, D = x.shape
     N, K = self.num_heads, self.kernel_size
-    h = zero_padded(x, mask)  # [B, L, D]
-    if self.glu:  # the GLU's output is the conv's input and predicts its taps (fairseq)
-      a, b = jnp.split(self.value(h), 2, axis=-1)  # [B, L, D] each
-      h = u = a * jax.nn.sigmoid(b)
-    else:
-      u = self.value(h)
+    h, u = self._inputs(zero_padded(x, mask))  # [B, L, D] each
     v = u.reshape(B, L, N, D // N)  # [B, L, N, H]
     logits = self.taps(h).astype(ACC).reshape(B, L, N, K)  # [B, L, N, K]
     if self._impl == "dense":
@@ -158,6 +153,22 @@ class DynamicConv(WindowMixer):
       y = self._mix(w, v)
     return self.out(y.reshape(B, L, D).astype(x.dtype)).astype(x.dtype)
 
+  def _inputs(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(h, u)``: what predicts the taps and the values mixed, each ``[..., D]``."""
+    if self.glu:  # the GLU's output is the conv's input and predicts its taps (fairseq)
+      a, b = jnp.split(self.value(x), 2, axis=-1)
+      u = a * jax.nn.sigmoid(b)
+      return u, u
+    return x, self.value(x)
+
+  def prefill(
+    self, x: jax.Array, cache: dict[str, jax.Array]
+  ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The parallel forward over the prompt ``x [B, P, D]``; the cache keeps the tail of u."""
+    if not self.causal:
+      raise self.decode_error()
+    return self(x), fill_window(cache, self._inputs(x)[1])
+
   def step(
     self, x: jax.Array, cache: dict[str, jax.Array], pos: jax.Array
   ) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -165,12 +176,7 @@ class DynamicConv(WindowMixer):
       raise self.decode_error()
     B, D = x.shape
     N, K = self.num_heads, self.kernel_size
-    h = x  # [B, D]
-    if self.glu:
-      a, b = jnp.split(self.value(h), 2, axis=-1)  # [B, D] each
-      h = u = a * jax.nn.sigmoid(b)
-    else:
-      u = self.value(h)
+    h, u = self._inputs(x)  # [B, D] each
     window, cache = push_window(cache, u)  # [B, K, D]
     logits = self.taps(h).astype(ACC).reshape(B, N, K)  # [B, N, K]
     valid = pos - self.left + jnp.arange(K) >= 0  # [K]: taps before the sequence get weight 0
@@ -259,6 +265,14 @@ class Involution(WindowMixer):
     window, cache = push_window(cache, x)  # [B, K, D]; zeros before the sequence
     y = self._step_mix(w.reshape(B, self.num_heads, self.kernel_size), window)  # [B, D]
     return self.out(y.astype(x.dtype)).astype(x.dtype), cache
+
+  def prefill(
+    self, x: jax.Array, cache: dict[str, jax.Array]
+  ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The parallel forward over the prompt ``x [B, P, D]``; the cache keeps its tail."""
+    if not self.causal:
+      raise self.decode_error()
+    return self(x), fill_window(cache, x)
 
   def flops(self, length: int) -> int:
     L, D, NK = length, self.dim, self.num_heads * self.kernel_size

@@ -25,7 +25,7 @@ from flax import nnx
 from lrm.mixers import presets
 from lrm.mixers.base import Mixer, check_int, zero_padded
 from lrm.mixers.conv import KERNELS, depthwise_flops, resolve_impl
-from lrm.mixers.conv_kernels import ACC, conv_offsets, push_window, window_cache
+from lrm.mixers.conv_kernels import ACC, conv_offsets, fill_window, push_window, window_cache
 from lrm.registry import register
 
 
@@ -123,6 +123,15 @@ class GatedConv(Mixer):
     y = jnp.einsum("BKD,KD->BD", taps, self.kernel[...].astype(ACC))
     y = (y + self.bias[...]).astype(x.dtype) * gate
     return self.out(y).astype(x.dtype), cache
+
+  def prefill(
+    self, x: jax.Array, cache: dict[str, jax.Array]
+  ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The parallel forward over the prompt ``x [B, P, D]``; the cache keeps the tail of u."""
+    if not self.causal:
+      raise self.decode_error()
+    u = jnp.split(self.proj(x), 2, axis=-1)[1]  # [B, P, D]
+    return self(x), fill_window(cache, u)
 
   def flops(self, length: int) -> int:
     """Forward FLOPs for one sequence (the dense oracle counts its full L x S band)."""
