@@ -50,7 +50,7 @@ CASES = {
     19,
     (5,),
   ),
-  "random": (preset("random"), 23, 23, (9,)),
+  "random": (preset("random"), 23, 23, (8,)),  # a prompt of whole blocks
   "random_norot_b3": ({"name": "random", "block_size": 3, "num_random_blocks": 2}, 22, 22, (4,)),
   "local_random": (preset("local_random"), 25, 25, (10,)),
   "bigbird": (preset("bigbird"), 23, 23, (9,)),
@@ -119,7 +119,7 @@ def test_decoding_equals_the_parallel_forward(case):
 
 @pytest.mark.parametrize("name", ["global", "local", "local_global", "hyena"])
 def test_bidirectional_mixers_refuse_decoding(name):
-  m = build(preset(name) if name != "hyena" else {"name": "hyena"}, causal=False)
+  m = build(preset(name) if name != "hyena" else {"name": "hyena", "filter_dim": 8}, causal=False)
   with pytest.raises(DecodeError, match="bidirectional"):
     m.init_cache(1, 8)
   with pytest.raises(DecodeError, match="bidirectional"):

@@ -75,10 +75,15 @@ class RandomBlocksBase(BlockSparseDecoding, AttentionBase):
     return min(self.num_random, int(self.candidates(blocks).sum(1).max(initial=0)))
 
   def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    return self._forward(x, mask, self.pattern)[0]
+
+  def _forward(self, x: jax.Array, mask: jax.Array | None, pattern) -> tuple[jax.Array, ...]:
+    """(output ``[B, L, D]``, keys and values ``[B, N, L|W*T, H]``) with the block table
+    ``pattern(W)`` (decoding's prefill passes the fixed draw)."""
     B, L, _ = x.shape
     valid = key_mask(mask, B, L)
     T, W = self.geometry(L)
-    idx, ok = self.pattern(W)
+    idx, ok = pattern(W)
     q, k, v = self.project(x)  # [B, N, L, H]
     if self.impl == "dense":
       o = dense_attention(q, k, v, valid[:, None, None, :] & self.dense_mask(L, T, idx, ok))
@@ -88,7 +93,7 @@ class RandomBlocksBase(BlockSparseDecoding, AttentionBase):
       q, k, v = (jnp.pad(a, pad) for a in (q, k, v))  # [B, N, W*T, H]
       valid = jnp.pad(valid, ((0, 0), (0, Lp - L)))  # padded tail is never a key
       o = self.gather(q, k, v, valid, T, W, idx, ok)[:, :, :L]
-    return self.merge(o, x.dtype)
+    return self.merge(o, x.dtype), k, v
 
 
 @register("mixer", "random")

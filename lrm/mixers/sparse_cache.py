@@ -63,8 +63,7 @@ def plan(adj: np.ndarray, full: np.ndarray) -> dict[str, np.ndarray]:
 
 
 class BlockSparseDecoding:
-  """``init_cache`` and ``step`` of ``RandomBlocksBase`` (a mixin); ``prefill`` is the base
-  scan of ``step``, since the forward at a prompt's own length draws another pattern."""
+  """``init_cache``, ``step`` and ``prefill`` of ``RandomBlocksBase`` (a mixin)."""
 
   def decode_adjacency(self, blocks: int) -> tuple[np.ndarray, np.ndarray]:
     """(causal block adjacency ``[W, W]``, rows that see every earlier block ``[W]``)."""
@@ -120,3 +119,29 @@ class BlockSparseDecoding:
 
       o = jax.lax.cond(cache["full"][c], everything, gathered, None)
     return ac.merge_one(self, o, x.dtype), new
+
+  def prefill(
+    self, x: jax.Array, cache: dict[str, jax.Array]
+  ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """A prompt ``x [B, P, D]`` (positions 0..P-1) into a fresh cache by the parallel forward.
+
+    The forward runs at the cache's whole length ``W * T`` (the prompt zero-padded; at the
+    prompt's own length the pattern would differ): the same pattern as at ``max_len``, and
+    causal, so the padding changes no prompt position. Each slot then gets the last block
+    written into it by the end of the prompt, as ``step`` would have left it; keys past the
+    prompt in its last block are masked until ``step`` overwrites them.
+    """
+    if not self.causal:
+      raise self.decode_error()
+    (B, P, _), (_, N, S, T, H) = x.shape, cache["k"].shape
+    W = cache["write"].shape[0]
+    y, k, v = self._forward(jnp.pad(x, ((0, 0), (0, W * T - P), (0, 0))), None, self.fixed_pattern)
+    write = plan(*self.decode_adjacency(W))["write"]  # the cache's tables, as numpy
+    latest = np.full(S, -1, np.int32)  # [S]: the block each slot holds after the prompt
+    for d in range(-(-P // T)):
+      latest[write[d]] = d
+    blocks = lambda a: a.reshape(B, N, W, T, H)[:, :, np.maximum(latest, 0)]  # noqa: E731
+    new = dict(cache, k=blocks(k).astype(cache["k"].dtype), v=blocks(v).astype(cache["v"].dtype))
+    if "slot_block" in cache:
+      new["slot_block"] = jnp.asarray(latest)
+    return y[:, :P], new
