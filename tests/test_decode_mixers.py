@@ -42,6 +42,7 @@ CASES = {
   "local": (preset("local"), 23, 30, (9, 2)),
   "local_dense_w4": ({"name": "local", "window": 4, "num_heads": 2, "impl": "dense"}, 21, 21, (6,)),
   "local_wide": ({"name": "local", "window": 40, "rotary": True}, 17, 20, (5,)),  # w > max_len
+  "local_w0": ({"name": "local", "window": 0, "num_heads": 2}, 9, 12, (3,)),  # itself only
   "local_learned": (preset("local", global_tokens=2, global_mode="learned"), 21, 25, (8,)),
   "local_global": (preset("local_global"), 23, 23, (9,)),
   "local_global_dense_norot": (
@@ -130,7 +131,7 @@ def test_cache_sizes_follow_the_receptive_field():
   """local (and local_global): O(w D), the same at any max_len; global: linear in max_len."""
   f32, w = 4, REACH["window"]
   local, slots = build(preset("local")), build(preset("local_global"))
-  assert local.cache_bytes(B, 64) == local.cache_bytes(B, 4096) == 2 * B * (w + 1) * D * f32
+  assert local.cache_bytes(B, 64) == local.cache_bytes(B, 4096) == 2 * B * w * D * f32
   assert slots.cache_bytes(B, 64) == slots.cache_bytes(B, 4096) < 2 * local.cache_bytes(B, 64)
   full = build(preset("global"))
   assert full.cache_bytes(B, 2048) == 2 * full.cache_bytes(B, 1024) == 2 * B * 2048 * D * f32

@@ -2,9 +2,11 @@
 
 The cache of one layer, per sequence:
 
-* a ring buffer of the keys and values of the last ``w + 1`` tokens (the window and the token
-  itself), position p in slot ``p % (w + 1)``: O(w D), independent of ``max_len`` (``w`` is
-  clamped to ``max_len - 1`` as the forward clamps it to its length);
+* a ring buffer of the keys and values of the last ``w`` tokens, position p in slot
+  ``p % w``: O(w D), independent of ``max_len`` (``w`` is clamped to ``max_len - 1`` as the
+  forward clamps it to its length; one slot when ``w = 0``). A step reads the ring and the
+  current token's own key (a score of its own in the same softmax), then overwrites the
+  slot of position ``pos - w``, which no later query sees;
 * ``global_mode="learned"``: nothing more (the g learned keys are re-made from the parameters
   at every step at internal positions 0..g-1; real token t sits at internal position t + g);
 * ``global_mode="summary"`` (the ``local_global`` preset): the running pool of every slot,
@@ -14,7 +16,7 @@ The cache of one layer, per sequence:
   forward's prefix pool (a streaming softmax; only the order of float additions differs).
 
 ``prefill`` is the parallel forward plus a cache fill, so a long prompt costs what training
-costs. Letters follow the legend in ``base.py``; S is the ring's ``w + 1`` slots.
+costs. Letters follow the legend in ``base.py``; S is the ring's ``w`` slots.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ class LocalDecoding:
   def init_cache(self, batch: int, max_len: int, dtype=jnp.float32) -> dict[str, jax.Array]:
     if not self.causal:
       raise self.decode_error()
-    slots = min(self.window, max_len - 1) + 1
+    slots = max(min(self.window, max_len - 1), 1)
     shape = (batch, self.num_heads, slots, self.head_dim)  # [B, N, S, H]
     cache = {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
     if self.summary:
@@ -86,27 +88,30 @@ class LocalDecoding:
       if self.rotary:
         q, k = ac.rotary_at(q, pos), ac.rotary_at(k, pos)
     S = cache["k"].shape[2]
-    ring_k = ac.write_at(cache["k"], k, pos % S)  # [B, N, S, H]
-    ring_v = ac.write_at(cache["v"], v, pos % S)
-    ok = pos - (pos - jnp.arange(S)) % S >= 0  # [S]: the slot's position exists
-    keys, values = ring_k, ring_v
+    held = pos - S + (jnp.arange(S) - pos) % S  # [S]: the position in each slot, pos-S..pos-1
+    ok = (held >= 0) & (held >= pos - self.window)
+    keys, values = cache["k"], cache["v"]  # [B, N, S, H]
     if g:  # learned tokens: keys at internal positions 0..g-1, seen by every query
       B = x.shape[0]
       emb = jnp.broadcast_to(self.global_emb[...].astype(x.dtype), (B, g, self.dim))
       _, gk, gv = self.project(emb)  # [B, N, G, H]
-      keys = jnp.concatenate([gk.astype(ring_k.dtype), ring_k], axis=2)  # [B, N, G+S, H]
-      values = jnp.concatenate([gv.astype(ring_v.dtype), ring_v], axis=2)
+      keys = jnp.concatenate([gk.astype(keys.dtype), keys], axis=2)  # [B, N, G+S, H]
+      values = jnp.concatenate([gv.astype(values.dtype), values], axis=2)
       ok = jnp.concatenate([jnp.ones((g,), bool), ok])
-    o, px = ac.attend_one(q, keys, values, ok, extras)  # [B, N, H]
+    own = jnp.einsum("BNH,BNH->BN", q, k, preferred_element_type=F32)[..., None]  # [B, N, 1]
+    o, px = ac.attend_one(q, keys, values, ok, [(own, True), *extras])  # [B, N, H]
+    o = o + px[0] * v.astype(F32)
     if self.summary:
-      o = o + jnp.einsum("BNG,BNGH->BNH", px[0], vs)
+      o = o + jnp.einsum("BNG,BNGH->BNH", px[1], vs)
+    ring_k = ac.write_at(cache["k"], k, pos % S)  # position pos - S leaves
+    ring_v = ac.write_at(cache["v"], v, pos % S)
     return ac.merge_one(self, o, x.dtype), {"k": ring_k, "v": ring_v, **new}
 
   def prefill(
     self, x: jax.Array, cache: dict[str, jax.Array]
   ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The parallel forward of a prompt ``x [B, P, D]`` (positions 0..P-1) into a fresh cache:
-    the ring gets the last ``w + 1`` keys and values, the pools the whole prompt."""
+    the ring gets the last ``w`` keys and values, the pools the whole prompt."""
     if not self.causal:
       raise self.decode_error()
     P, S = x.shape[1], cache["k"].shape[2]
