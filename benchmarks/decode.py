@@ -8,8 +8,9 @@
 
 Model: a byte LM (vocabulary 256, tied output layer, learned positions, MLP ratio 4) of
 ``--depth`` blocks of one causal preset, as ``experiments/lm.py`` builds it, at width
-``--dim``. The default mixers are every preset of ``lrm.mixers.presets`` that decodes
-causally; one that cannot (``DecodeError``) is recorded as skipped with the reason.
+``--dim``. The default mixers are every preset of ``lrm.mixers.presets`` (of lrm's own
+mixers, not the benchmark baselines) that decodes causally; one that cannot
+(``DecodeError``) is recorded as skipped with the reason.
 
 Time per token: one jitted ``decode_step`` of the whole LM (embedding, blocks, logits,
 greedy next token; the cache donated, as a generation loop runs it) at position ``ctx``
@@ -17,10 +18,11 @@ with a cache sized for ``ctx + 1`` tokens. A step's cost does not depend on what
 holds, so the caches are filled with random values instead of a real ``ctx``-token prefill
 (a 32K prefill per cell would cost minutes). One sample is ``n`` consecutive steps (``n``
 so that a sample takes >= 5 ms; the per-step time is the sample's time / n); after warm-up
-every (batch, context) cell of one mixer is sampled once per round, in alternating rounds
+every context of one mixer at one batch size is sampled once per round, in alternating rounds
 (as ``benchmarks/shared.py``), and the median over rounds is reported. Prefill (a real
 prompt of ``ctx`` tokens through ``Encoder.prefill``, jitted, after a compiling call) is
-timed at batch 1 up to ``--prefill_max`` tokens; longer ones are recorded as skipped. The
+timed at batch 1 up to ``--prefill_max`` tokens, unless the shorter prompt's time projects
+more than ``--prefill_budget_s`` (time budget); skipped ones are recorded with the reason. The
 load average is recorded with every cell. Writes JSON lines (also printed), ``<out>.md``
 and ``<out>.png`` (``benchmarks/decode_report.py``).
 """
@@ -44,12 +46,12 @@ import jax.numpy as jnp  # noqa: E402
 from absl import app, flags  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from benchmarks import decode_report, runner, worker  # noqa: E402
+from benchmarks import decode_report, worker  # noqa: E402
+from lrm import registry  # noqa: E402
 from lrm.analysis import cost  # noqa: E402
 from lrm.heads import LanguageModel  # noqa: E402
 from lrm.mixers import DecodeError, presets  # noqa: E402
 from lrm.model import Encoder  # noqa: E402
-from lrm.train.malloc import TUNED_MALLOC  # noqa: E402
 
 VOCAB = 256  # bytes, as the LM experiment
 _OUT = flags.DEFINE_string("out", "results/bench/decode_cpu.jsonl", "output JSONL")
@@ -65,6 +67,9 @@ _REPEATS = flags.DEFINE_integer("repeats", 7, "timed rounds (the median is repor
 _WARMUP = flags.DEFINE_integer("warmup", 2, "untimed rounds after compiling")
 _SAMPLE_MS = flags.DEFINE_float("sample_ms", 5.0, "least time of one sample of n steps")
 _PREFILL_MAX = flags.DEFINE_integer("prefill_max", 8192, "longest prompt whose prefill is timed")
+_PREFILL_BUDGET = flags.DEFINE_float(
+  "prefill_budget_s", 8.0, "skip a prefill projected (quadratically) to take longer"
+)
 _PRICE = flags.DEFINE_float("price_per_hour", cost.DEFAULT_PRICE_PER_HOUR, "dollars per hour")
 _MACHINE = flags.DEFINE_string("machine", cost.DEFAULT_MACHINE, "what the price is for")
 _REBUILD = flags.DEFINE_bool("rebuild", False, "only rewrite <out>.md and .png from <out>")
@@ -72,6 +77,18 @@ _REBUILD = flags.DEFINE_bool("rebuild", False, "only rewrite <out>.md and .png f
 
 def loadavg() -> list[float]:
   return [round(v, 2) for v in os.getloadavg()]
+
+
+def lrm_presets() -> list[str]:
+  """Presets of lrm's own mixers (``benchmarks/baselines.py`` registers presets too)."""
+  return [
+    n
+    for n in presets.names()
+    if all(
+      registry.lookup("mixer", s["name"]).__module__.startswith("lrm.")
+      for s in presets.spec_list(n, **reach())
+    )
+  ]
 
 
 def reach() -> dict:
@@ -113,11 +130,14 @@ def _prefill(graphdef, state, tokens, cache):
 
 @jax.jit
 def _random_fill(cache, key):
-  """Every floating array of the cache filled with N(0, 1) (ints and flags kept)."""
+  """Every floating array of the cache filled with N(0, 1) values (ints and flags kept): a
+  block of 4093 draws repeated (drawing gigabytes would take longer than the steps)."""
   leaves, tree = jax.tree.flatten(cache)
   keys = jax.random.split(key, len(leaves))
   out = [
-    jax.random.normal(k, a.shape, a.dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
+    jnp.resize(jax.random.normal(k, (min(a.size, 4093),), a.dtype), a.shape)
+    if jnp.issubdtype(a.dtype, jnp.floating)
+    else a
     for k, a in zip(keys, leaves, strict=True)
   ]
   return jax.tree.unflatten(tree, out)
@@ -130,6 +150,7 @@ class Cell:
     self.graphdef, self.state, self.batch, self.ctx = graphdef, state, batch, ctx
     model = nnx.merge(graphdef, state)
     self.cache = _random_fill(model.encoder.init_cache(batch, ctx + 1), jax.random.key(ctx))
+    jax.block_until_ready(self.cache)
     self.tokens = jnp.zeros((batch,), jnp.int32)
     self.pos = jnp.asarray(ctx, jnp.int32)
     t0 = time.perf_counter()
@@ -153,16 +174,26 @@ class Cell:
       self.samples_ms.append(1e3 * (time.perf_counter() - t0) / self.n)
 
 
-def prefill_ms(graphdef, state, ctx: int) -> dict:
-  """Median ms of a real ``ctx``-token prefill at batch 1 (after one compiling call)."""
+def prefill_ms(graphdef, state, ctx: int, last: tuple[int, float] | None) -> dict:
+  """Median ms of a real ``ctx``-token prefill at batch 1 (after one compiling call).
+
+  Skipped beyond ``--prefill_max`` tokens, or when the last length's time ``last = (length,
+  ms)`` grown quadratically projects more than ``--prefill_budget_s`` (each run is timed twice,
+  compiling and timed)."""
+  why = ""
   if ctx > _PREFILL_MAX.value:
     why = f"prompt > --prefill_max={_PREFILL_MAX.value}"
+  elif last and last[1] / 1e3 * (ctx / last[0]) ** 2 > _PREFILL_BUDGET.value:
+    why = f"projected > {_PREFILL_BUDGET.value:g} s from the shorter prompt's time"
+  if why:
     return {"prefill_status": "skipped", "prefill_reason": why}
   model = nnx.merge(graphdef, state)
   tokens = jax.random.randint(jax.random.key(1), (1, ctx), 0, VOCAB, jnp.int32)
   cache = model.encoder.init_cache(1, ctx + 1)
   try:
+    t0 = time.perf_counter()
     jax.block_until_ready(_prefill(graphdef, state, tokens, cache))
+    first = time.perf_counter() - t0
     times = []
     for _ in range(3 if ctx <= 2048 else 1):
       t0 = time.perf_counter()
@@ -170,7 +201,12 @@ def prefill_ms(graphdef, state, ctx: int) -> dict:
       times.append(1e3 * (time.perf_counter() - t0))
   except Exception as e:  # noqa: BLE001  (recorded; the decode cells still run)
     return {"prefill_status": "error", "prefill_reason": f"{type(e).__name__}: {e}"[:300]}
-  return {"prefill_status": "ok", "prefill_ms": statistics.median(times), "prefill_times_ms": times}
+  return {
+    "prefill_status": "ok",
+    "prefill_ms": statistics.median(times),
+    "prefill_times_ms": times,
+    "prefill_first_call_s": first,  # compile + one run
+  }
 
 
 def measure_mixer(name: str, contexts: list[int], batches: list[int]) -> list[dict]:
@@ -183,32 +219,38 @@ def measure_mixer(name: str, contexts: list[int], batches: list[int]) -> list[di
   except (DecodeError, ValueError, NotImplementedError) as e:
     return [base | {"status": "skipped", "reason": f"{type(e).__name__}: {e}"[:300]}]
   graphdef, state = nnx.split(model)
-  records, cells = [], []
-  for ctx in contexts:
-    per_seq = model.encoder.cache_bytes(1, ctx)
-    pre = prefill_ms(graphdef, state, ctx)
-    for b in batches:
-      rec = base | {"batch": b, "context": ctx, "cache_bytes_per_sequence": per_seq}
-      rec |= pre if b == 1 else {}
+  prefill, last = {}, None
+  for ctx in contexts if 1 in batches else []:
+    prefill[ctx] = prefill_ms(graphdef, state, ctx, last)
+    last = (ctx, prefill[ctx]["prefill_ms"]) if "prefill_ms" in prefill[ctx] else last
+  records = []
+  for b in batches:  # one batch at a time: its caches at every context are held together
+    cells = []
+    for ctx in contexts:
+      rec = base | {"batch": b, "context": ctx}
+      rec |= {"cache_bytes_per_sequence": model.encoder.cache_bytes(1, ctx)}
+      rec |= prefill[ctx] if b == 1 else {}
       try:
         cells.append((Cell(graphdef, state, b, ctx), rec))
       except Exception as e:  # noqa: BLE001  (e.g. out of memory: recorded, the rest run)
         records.append(rec | {"status": "error", "reason": f"{type(e).__name__}: {e}"[:300]})
-  for r in range(_WARMUP.value + _REPEATS.value):
-    for cell, _ in cells:
-      cell.sample(timed=r >= _WARMUP.value)
-  for cell, rec in cells:
-    cell.load.append(loadavg())
-    step_ms = statistics.median(cell.samples_ms)
-    price = cost.Price(_PRICE.value, _MACHINE.value)
-    usd = cost.per_million(cost.decode_cost_per_token(step_ms / 1e3, cell.batch, price))
-    rec |= {"status": "ok", "ms_per_step": step_ms, "ms_per_token": step_ms / cell.batch}
-    rec |= {"tokens_per_s": 1e3 * cell.batch / step_ms, "times_ms": cell.samples_ms}
-    rec |= {"steps_per_sample": cell.n, "compile_s": cell.compile_s, "load": cell.load}
-    rec |= {"usd_per_million_tokens": usd}
-    records.append(rec)
-  del cells
+    for r in range(_WARMUP.value + _REPEATS.value):  # alternating rounds over the contexts
+      for cell, _ in cells:
+        cell.sample(timed=r >= _WARMUP.value)
+    records += [finish(cell, rec) for cell, rec in cells]
+    del cells
   return records
+
+
+def finish(cell: Cell, rec: dict) -> dict:
+  cell.load.append(loadavg())
+  step_ms = statistics.median(cell.samples_ms)
+  price = cost.Price(_PRICE.value, _MACHINE.value)
+  usd = cost.per_million(cost.decode_cost_per_token(step_ms / 1e3, cell.batch, price))
+  rec |= {"status": "ok", "ms_per_step": step_ms, "ms_per_token": step_ms / cell.batch}
+  rec |= {"tokens_per_s": 1e3 * cell.batch / step_ms, "times_ms": cell.samples_ms}
+  rec |= {"steps_per_sample": cell.n, "compile_s": cell.compile_s, "load": cell.load}
+  return rec | {"usd_per_million_tokens": usd}
 
 
 def setting() -> dict:
@@ -228,9 +270,7 @@ def main(argv: list[str]) -> int:
     with open(_OUT.value) as f:
       decode_report.write([json.loads(line) for line in f if line.strip()], _OUT.value)
     return 0
-  if jax.default_backend() == "cpu" and os.environ.get("GLIBC_TUNABLES", "") != TUNED_MALLOC:
-    os.execve(sys.executable, [sys.executable, *sys.argv], runner.malloc_env("tuned"))
-  names = _MIXERS.value or presets.names()
+  names = _MIXERS.value or lrm_presets()
   contexts = sorted(int(c) for c in _CONTEXTS.value)
   batches = sorted(int(b) for b in _BATCHES.value)
   common = setting() | {"machine": worker.machine_info()}

@@ -23,6 +23,11 @@ def _ok(records: Sequence[dict]) -> list[dict]:
   return [r for r in records if r.get("status") == "ok"]
 
 
+def _num(x: float) -> str:
+  """Three significant digits without an exponent: 0.599, 12.3, 1,729."""
+  return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
+
+
 def _ctx(n: int) -> str:
   return f"{n // 1024}K" if n % 1024 == 0 else str(n)
 
@@ -87,7 +92,7 @@ def markdown(records: Sequence[dict]) -> str:
     "",
     "### ms per decode step (each sequence of the batch gets one token)",
     "",
-    *_table(cells, pairs, lambda r: f"{r['ms_per_step']:.3g}", growth=True),
+    *_table(cells, pairs, lambda r: _num(r["ms_per_step"]), growth=True),
     "",
     "### Generated tokens per second (batch / step time)",
     "",
@@ -104,7 +109,7 @@ def markdown(records: Sequence[dict]) -> str:
     *_table(
       [r for r in ok if r["batch"] == batches[0]],
       [(m, None) for m in mixers],
-      lambda r: f"{r['cache_bytes_per_sequence'] / MiB:.3g}",
+      lambda r: _num(r["cache_bytes_per_sequence"] / MiB),
     ),
     "",
   ]
@@ -117,7 +122,7 @@ def markdown(records: Sequence[dict]) -> str:
       *_table(
         pre,
         [(m, None) for m in mixers],
-        lambda r: f"{r['prefill_ms']:.4g}" if r["prefill_status"] == "ok" else "skipped",
+        lambda r: _num(r["prefill_ms"]) if r["prefill_status"] == "ok" else "skipped",
       ),
       "",
     ]
@@ -162,6 +167,8 @@ def plot(records: Sequence[dict], path: str) -> None:
         label=m,
       )
     ax.set_xscale("log", base=2)
+    ticks = sorted({r["context"] for r in ok})
+    ax.set_xticks(ticks, [_ctx(c) for c in ticks])
     ax.set_yscale("log")
     ax.set_title(title)
     ax.set_xlabel("context length (tokens in the cache)")
