@@ -20,11 +20,11 @@ Q3 What does each cost to train and to serve? Accuracy or bits per byte against 
 Design. Every windowed mixer gets the per-layer field of local attention of radius w
 (conv kernel w+1 causal); models are sized to the cost of local attention (the reference)
 at three widths (``sizes``) under equal non-embedding parameters, and at the middle width
-under equal algorithmic training FLOPs (``lrm.analysis.counting``). Learning rates: three
-per arm, swept at the middle size, first rule, seed 0, chosen on the VALIDATION metric
-(``lrm.study.sweep``), then used for every size and seed. Seeds 0, 1, 2. Equal training
-seconds is read off the curves (metric against measured training seconds, compilation and
-evaluation excluded); it is not a matched budget.
+under equal algorithmic training FLOPs (``lrm.analysis.counting``; recall_inside and lm).
+Learning rates: three per arm, swept at the middle size, first rule, seed 0, chosen on the
+VALIDATION metric (``lrm.study.sweep``), then used for every size and seed. Seeds 0, 1, 2.
+Equal training seconds is read off the curves (metric against measured training seconds,
+compilation and evaluation excluded); it is not a matched budget.
 
 Tasks: ``recall_inside`` (MQAR with every answer within w of its query: Q1), ``recall_any``
 (answers at any distance up to the 64-token sequence: Q2), ``lm`` (bytes of the Python
@@ -121,16 +121,18 @@ def get_study(scale: str = "small") -> dict[str, Any]:
         arg=f"{size},distance=any,window={{window}}",
         overrides={**steps(200), **recall_data} if small else {},
         mixers=["local", "gated_conv", "global", "local+local+global", *Q2_STACKS[:-1]],
+        rules=RULES[:1],  # Q2 is asked at equal non-embedding parameters (budget)
       ),
       "lm": dict(
         config="experiments/lm.py",
         arg=f"{size},window={{window}}",
-        overrides={**steps(200), "data.corpus_bytes": 4_000_000} if small else {},
-        mixers=["local", "gated_conv", "global", "local+local+global", "hyena"],
+        overrides={**steps(400), "data.corpus_bytes": 4_000_000} if small else {},
+        mixers=["local", "gated_conv", "global", "hyena"],
         windows=[8] if small else [128],
         reference=dict(mixer="local", window=8 if small else 128),
         block=16 if small else 64,
       ),
     },
-    content=dict(task="recall_inside", window=4 if small else 16, radius=6),
+    # effective kernels of every family: both recall tasks, middle size, every seed
+    content=dict(tasks=["recall_inside", "recall_any"], radius=6),
   )

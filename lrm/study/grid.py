@@ -221,11 +221,26 @@ def tested_layers(model: Mapping[str, Any], mixer: str) -> list[int]:
   return list(range(max(0, depth - n), depth))
 
 
+def content_tasks(study: Mapping[str, Any]) -> list[str]:
+  """The tasks of the content panel (``content["tasks"]``, or its one ``task``)."""
+  content = study.get("content") or {}
+  return list(content.get("tasks") or ([content["task"]] if "task" in content else []))
+
+
+def measures_kernels(study: Mapping[str, Any], cell: Cell) -> bool:
+  """Effective kernels are measured on the content tasks, at the middle size (every seed):
+  seconds per cell, so not at every size. Studies without a ``content`` entry: every cell."""
+  if not study.get("content"):
+    return True
+  size = middle_size(study, cell.task)
+  return cell.task in content_tasks(study) and (size is None or cell.size == size)
+
+
 def kernel_radius(study: Mapping[str, Any], cell: Cell) -> int:
   """Offsets ±radius of the effective kernels measured in a cell: the study's ``content``
   radius on its task, else twice the window (the reference's for window-free presets)."""
   t, content = study["tasks"][cell.task], study.get("content") or {}
-  ours = content.get("task") == cell.task
+  ours = cell.task in content_tasks(study)
   if ours and "radius" in content:
     return int(content["radius"])
   window = cell.window or (content.get("window") if ours else None) or t["reference"].get("window")

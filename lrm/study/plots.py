@@ -13,9 +13,9 @@ import numpy as np
 from lrm.study import stats
 
 COSTS = [
-  ("params_non_embedding", "non-embedding parameters"),
-  ("train_flops_per_token", "training FLOPs per token (algorithmic)"),
-  ("train_seconds", "training seconds (no compile, no eval)"),
+  ("params_non_embedding", "non-embedding parameters (count)"),
+  ("train_flops_per_token", "training FLOPs per token (algorithmic, FLOPs)"),
+  ("train_seconds", "training time (s; no compilation, no evaluation)"),
 ]
 
 
@@ -66,7 +66,15 @@ def plot_curves(rows: Sequence[Mapping[str, Any]], task: str, rule: str, path: P
   for ax, (_, xlabel) in zip(axes, COSTS, strict=True):
     if chance is not None:
       ax.axhline(chance, color="grey", ls="--", lw=1, label="chance" if ax is axes[0] else None)
-    ax.set_xscale("log")
+      ax.annotate(
+        f"chance {chance:.3g}", (0.01, chance), xycoords=("axes fraction", "data"),
+        fontsize=8, color="grey", va="bottom",
+      )  # fmt: skip
+    lo_x, hi_x = ax.get_xlim()
+    if lo_x > 0 and hi_x / lo_x > 4:  # log only where the costs span a wide range
+      ax.set_xscale("log")
+    else:
+      ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4), useOffset=False)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(f"test {metric.replace('_', ' ')}")
     ax.grid(alpha=0.3, which="both")
@@ -81,7 +89,9 @@ def plot_curves(rows: Sequence[Mapping[str, Any]], task: str, rule: str, path: P
   return True
 
 
-def plot_kernels(panels: Mapping[str, Mapping[str, Any]], path: Path, cols: int = 4) -> bool:
+def plot_kernels(
+  panels: Mapping[str, Mapping[str, Any]], path: Path, cols: int = 4, title: str = ""
+) -> bool:
   """Heatmaps (sampled position x offset) of effective kernels, one panel per tested layer;
   each is a cell.json ``kernels`` entry (``offsets``, ``positions``, ``kernels``,
   ``variation``). False if there is nothing to draw."""
@@ -106,6 +116,8 @@ def plot_kernels(panels: Mapping[str, Mapping[str, Any]], path: Path, cols: int 
     ax.set_xlabel("offset o (input i + o), tokens")
     ax.set_ylabel("sampled output position")
     fig.colorbar(im, ax=ax, fraction=0.046, label="share of |dy/dx|")
+  if title:
+    fig.suptitle(title)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)

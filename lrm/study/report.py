@@ -154,7 +154,10 @@ def answers(study: Mapping[str, Any], rows: list[dict]) -> list[str]:
     mine = [c for c in compared if c["question"] == q]
     if mine:
       lines += [f"**{q}** ({mine[0]['task']}):"]
-      lines += [verdicts.verdict_line(c, higher.get(c["task"], True)) for c in mine] + [""]
+      hib = higher.get(mine[0]["task"], True)
+      lines += [verdicts.verdict_line(c, hib) for c in mine]
+      decision = verdicts.conclusion(q, mine, hib)
+      lines += ["", decision, ""] if decision else [""]
   return [*lines, "Q3's costs are in the cost table below (training and inference).", ""]
 
 

@@ -7,9 +7,10 @@ Each cell's ``cell.json`` holds everything the report needs besides results.json
   costs             params, params_non_embedding, encoder_forward_flops_per_token,
                     forward_flops_per_token, train_flops_per_token, seq_len  (``Run.costs``)
   receptive_field   per layer: measured and analytic field of the trained model
-  kernels           per tested layer: effective kernels on a validation input (content.py)
-  xla               (first seed only) the encoder's executed analytic forward FLOPs and
-                    XLA's count of the compiled forward, for the report's 15% check
+  kernels           per tested layer: effective kernels on a validation input (content.py);
+                    [] outside the content tasks' middle size (``grid.measures_kernels``)
+  xla               (first seed, middle size) the tested mixers' executed analytic FLOPs
+                    and XLA's count of their compiled forward, for the report's 15% check
   diverged          instead of the measurements: the trainer's message, for a run whose
                     loss became NaN (a learning rate too high; the sweep counts it worst)
 
@@ -42,17 +43,20 @@ RF_LENGTH = 256  # the receptive field is measured on at most this many tokens
 KERNEL_LENGTH = 128  # effective kernels: on the first tokens of one validation example
 
 
-def xla_check(encoder: Any, length: int) -> dict[str, float]:
-  """The encoder's analytic executed forward FLOPs beside XLA's count of its compiled forward
-  on one sequence of ``length`` tokens."""
-  graphdef, state = nnx.split(encoder)
-  tokens = jnp.zeros((1, length), jnp.int32)
-  counted = counting.xla_flops(lambda s, t: nnx.merge(graphdef, s)(t), state, tokens)
-  analytic = float(encoder.flops(length))
+def xla_check(encoder: Any, length: int, layers: list[int]) -> dict[str, float]:
+  """The tested layers' mixers: their analytic executed forward FLOPs (``flops``) beside XLA's
+  count of their compiled forward, on one sequence of ``length`` tokens."""
+  analytic = counted = 0.0
+  for layer in layers:
+    mixer = encoder.blocks[layer].mixer
+    graphdef, state = nnx.split(mixer)
+    x = jnp.ones((1, length, mixer.dim), jnp.float32)
+    counted += counting.xla_flops(lambda s, x, g=graphdef: nnx.merge(g, s)(x), state, x)
+    analytic += float(mixer.flops(length))
   return {"length": length, "analytic": analytic, "xla": counted, "ratio": analytic / counted}
 
 
-def measure(workdir: Path, mixer: str, radius: int, xla: bool = False) -> dict[str, Any]:
+def measure(workdir: Path, mixer: str, radius: int | None, xla: bool = False) -> dict[str, Any]:
   """Costs, measured receptive field and effective kernels (offsets ±``radius``) of the
   layers built from preset ``mixer``, for the run's best checkpoint (and ``xla_check``)."""
   r = Run.from_workdir(workdir)
@@ -64,7 +68,7 @@ def measure(workdir: Path, mixer: str, radius: int, xla: bool = False) -> dict[s
   inputs = batch["inputs"] if "inputs" in batch else batch["inputs1"]  # dual encoder: the first
   tokens = np.asarray(inputs[:, :KERNEL_LENGTH], np.int32)  # [1, L]
   kernels = []
-  for layer in layers:
+  for layer in layers if radius is not None else []:  # None: not measured in this cell
     ek = content.layer_kernels(encoder, tokens, layer, radius)
     mixer = getattr(encoder.blocks[layer].mixer, "registered_name", "?")
     kernels.append({"layer": layer, "mixer": mixer, "radius": radius, **ek.to_dict()})
@@ -75,7 +79,7 @@ def measure(workdir: Path, mixer: str, radius: int, xla: bool = False) -> dict[s
     "kernels": kernels,
   }
   if xla:
-    out["xla"] = xla_check(encoder, min(r.task.seq_len, RF_LENGTH))
+    out["xla"] = xla_check(encoder, min(r.task.seq_len, RF_LENGTH), layers)
   return out
 
 
@@ -92,8 +96,8 @@ def run_cell(plan: grid.Planner, cell: grid.Cell, out: Path) -> dict[str, Any] |
   diverged), or None on SIGTERM."""
   wd = cell.workdir(out)
   old = read_cell(wd)
-  radius = grid.kernel_radius(plan.study, cell)
-  xla = cell.seed == plan.study["seeds"][0]
+  radius = grid.kernel_radius(plan.study, cell) if grid.measures_kernels(plan.study, cell) else None
+  xla = cell.seed == plan.study["seeds"][0] and cell.size == grid.middle_size(plan.study, cell.task)
   if (wd / "results.json").exists() and old is not None and "budget" in old:
     results = json.loads((wd / "results.json").read_text())  # trained: only measure again
     try:

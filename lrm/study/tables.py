@@ -90,39 +90,41 @@ def sweep_section(arms: Sequence[Mapping[str, Any]], diverged: Sequence[Mapping]
 
 
 def content_section(study: Mapping[str, Any], rows: Sequence[Record], out: Path) -> list[str]:
-  """Kernel variation of the tested layers for every mixer of the content task, averaged
-  over seeds, next to its accuracy; heatmaps of seed 0 at the middle size."""
+  """Kernel variation of the tested layers for every mixer of the content tasks, averaged
+  over seeds, next to its test metric; heatmaps of the first seed, one figure per task."""
   spec = study.get("content")
   if not spec:
     return []
-  task = spec["task"]
-  rs = [r for r in rows if r["task"] == task and r["rule"] == study["rules"][0]]
-  gs = groups([r for r in rs if r.get("kernel_variation") is not None], ("name",))
+  tasks = list(spec.get("tasks") or [spec["task"]])
+  rs = [r for r in rows if r["task"] in tasks and r["rule"] == study["rules"][0]]
+  gs = groups([r for r in rs if r.get("kernel_variation") is not None], ("task", "name", "size"))
   if not gs:
     return []
   lines = [
     "## Content dependence",
     "",
     "Effective kernel of the tested layers: the Jacobian size |dy_i/dx_{i+o}| over offsets o,",
-    f"normalised, at sampled positions of a validation input ({task}). Variation is the mean",
-    "total-variation distance of each position's kernel to the average kernel (0: a static",
-    "kernel such as a convolution's), averaged over layers, sizes and seeds.",
+    "normalised, at sampled positions of a validation input. Variation is the mean total-",
+    "variation distance of each position's kernel to the average kernel (0: a static kernel",
+    "such as a convolution's), averaged over the tested layers, then over seeds.",
     "",
-    "| mixer | kernel variation mean [95% CI] | test metric mean [95% CI] |",
-    "|---|---|---|",
+    "| task | mixer | size | kernel variation mean [95% CI] | test metric mean [95% CI] |",
+    "|---|---|---|---|---|",
   ]
-  for (name,), g in gs.items():
+  for (task, name, size), g in gs.items():
     v = stats.summarize([r["kernel_variation"] for r in g])
     m = stats.summarize([r["value"] for r in g])
-    lines.append(f"| {name} | {v.text(3)} | {m.text(3)} |")
-  panels = {}
-  for r in rs:
-    if r["in_study"] and r["seed"] == study["seeds"][0] and r.get("kernels"):
-      for k in r["kernels"]:
-        panels.setdefault(f"{r['name']} L{k['layer'] + 1}", k)
+    lines.append(f"| {task} | {name} | {size or '-'} | {v.text(3)} | {m.text(3)} |")
   lines.append("")
-  if panels and plots.plot_kernels(panels, out / "content_dependence.png"):
-    lines += ["![content dependence](content_dependence.png)", ""]
+  for task in tasks:
+    panels = {}
+    for r in rs:
+      if r["task"] == task and r["in_study"] and r["seed"] == study["seeds"][0]:
+        for k in r.get("kernels") or []:
+          panels.setdefault(f"{r['name']} layer {k['layer'] + 1}", k)
+    png = f"content_{task}.png"
+    if plots.plot_kernels(panels, out / png, title=f"{task}: effective kernels (seed 0)"):
+      lines += [f"![content dependence, {task}]({png})", ""]
   return lines
 
 

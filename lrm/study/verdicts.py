@@ -56,6 +56,42 @@ def verdict_line(row: Mapping[str, Any], higher_is_better: bool) -> str:
   return f"- {where} " + test.verdict(row["a"], row["b"], higher_is_better)
 
 
+def _wins(row: Mapping[str, Any], higher_is_better: bool) -> bool | None:
+  """Whether ``a`` significantly beats ``b`` (None: not tested yet)."""
+  t: stats.Paired = row["test"]
+  if t.n < 2:
+    return None
+  return t.significant and (t.diff.mean > 0) == higher_is_better
+
+
+def conclusion(question: str, rows: Sequence[Mapping[str, Any]], higher: bool) -> str:
+  """The pre-registered decision rule of Q1 or Q2 applied to its comparisons."""
+  wins = [(r, _wins(r, higher)) for r in rows]
+  if any(w is None for _, w in wins):
+    return "Decision: pending (not every comparison has two or more paired seeds)."
+  if question == "Q1":
+    kinds: dict[str, list[bool]] = defaultdict(list)
+    for r, w in wins:
+      kinds[r["b"]].append(bool(w))
+    beaten = [k for k, ws in kinds.items() if all(ws)]
+    matched = [k for k in kinds if k not in beaten]
+    return (
+      f"Decision: local attention beats {', '.join(beaten) or 'no convolution'} at every "
+      f"tested budget; it does not beat (matches) {', '.join(matched) or 'none'}."
+    )
+  if question == "Q2":
+    alone = [w for r, w in wins if r["b"] == "local"]
+    convs = [w for r, w in wins if "conv" in r["b"] and "+" in r["b"]]
+    only = bool(alone and alone[0]) and not all(convs)
+    return (
+      "Decision: local attention is "
+      + ("" if only else "not shown to be ")
+      + "useful only in combination (rule: local+local+global beats local alone, and not "
+      "every conv+global stack is beaten by it)."
+    )
+  return ""
+
+
 def mean_of(records: Sequence[Record], field: str = "value") -> float:
   vals = [float(r[field]) for r in records if r.get(field) is not None]
   return sum(vals) / len(vals) if vals else math.nan
