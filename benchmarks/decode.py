@@ -46,7 +46,7 @@ import jax.numpy as jnp  # noqa: E402
 from absl import app, flags  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from benchmarks import decode_report, worker  # noqa: E402
+from benchmarks import decode_report, runner, worker  # noqa: E402
 from lrm import registry  # noqa: E402
 from lrm.analysis import cost  # noqa: E402
 from lrm.heads import LanguageModel  # noqa: E402
@@ -69,6 +69,9 @@ _SAMPLE_MS = flags.DEFINE_float("sample_ms", 5.0, "least time of one sample of n
 _PREFILL_MAX = flags.DEFINE_integer("prefill_max", 8192, "longest prompt whose prefill is timed")
 _PREFILL_BUDGET = flags.DEFINE_float(
   "prefill_budget_s", 8.0, "skip a prefill projected (quadratically) to take longer"
+)
+_MALLOC = flags.DEFINE_enum(
+  "malloc", "default", ["default", "tuned"], "glibc malloc (default: as scripts/generate.py)"
 )
 _PRICE = flags.DEFINE_float("price_per_hour", cost.DEFAULT_PRICE_PER_HOUR, "dollars per hour")
 _MACHINE = flags.DEFINE_string("machine", cost.DEFAULT_MACHINE, "what the price is for")
@@ -99,15 +102,9 @@ def build(name: str, max_len: int) -> LanguageModel:
   """The byte LM of ``--depth`` blocks of preset ``name``, causal, in eval mode."""
   rngs = nnx.Rngs(0)
   enc = Encoder(
-    vocab_size=VOCAB,
-    dim=_DIM.value,
-    depth=_DEPTH.value,
-    mixer=presets.spec(name, **reach()),
-    causal=True,
-    max_len=max_len,
-    positions="learned",
-    rngs=rngs,
-  )
+    vocab_size=VOCAB, dim=_DIM.value, depth=_DEPTH.value, mixer=presets.spec(name, **reach()),
+    causal=True, max_len=max_len, positions="learned", rngs=rngs,
+  )  # fmt: skip
   model = LanguageModel(enc, VOCAB, tie=True, rngs=rngs)
   model.eval()
   return model
@@ -258,7 +255,8 @@ def setting() -> dict:
   return dict(
     dim=_DIM.value, heads=_HEADS.value, window=_WINDOW.value, block=_BLOCK.value,
     depth=_DEPTH.value, vocab=VOCAB, dtype="float32", repeats=_REPEATS.value,
-    warmup=_WARMUP.value, price_per_hour=price.per_hour, price_machine=price.machine,
+    warmup=_WARMUP.value, malloc=_MALLOC.value, price_per_hour=price.per_hour,
+    price_machine=price.machine,
   )  # fmt: skip
 
 
@@ -270,6 +268,9 @@ def main(argv: list[str]) -> int:
     with open(_OUT.value) as f:
       decode_report.write([json.loads(line) for line in f if line.strip()], _OUT.value)
     return 0
+  env = runner.malloc_env(_MALLOC.value)
+  if os.environ.get("GLIBC_TUNABLES") != env.get("GLIBC_TUNABLES"):  # read at start-up only
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)
   names = _MIXERS.value or lrm_presets()
   contexts = sorted(int(c) for c in _CONTEXTS.value)
   batches = sorted(int(b) for b in _BATCHES.value)

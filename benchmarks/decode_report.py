@@ -77,7 +77,8 @@ def markdown(records: Sequence[dict]) -> str:
   cells = [r for r in records if "context" in r]  # failed cells too (shown by status)
   lines = [
     f"Machine: {info.get('cpu_model', '?')}, {info.get('cpu_affinity', '?')} cores, "
-    f"{info.get('backend', '?')}, jax {info.get('jax', '?')}. 1-minute load average while "
+    f"{info.get('backend', '?')}, jax {info.get('jax', '?')}, glibc malloc "
+    f"{first.get('malloc', 'default')}. 1-minute load average while "
     f"the cells ran: {min(loads):.2f}-{max(loads):.2f}.",
     "",
     f"Model: byte LM (vocabulary {first['vocab']}, tied output, learned positions, MLP ratio "
