@@ -75,8 +75,11 @@ def run_generation(fv: flags.FlagValues) -> dict:
   if not hasattr(task, "prompt_ids"):
     raise DecodeError(f"task '{run.plain['task']}' has no text vocabulary to read a prompt")
   prompt = task.prompt_ids(fv.prompt)
-  if prompt.max() >= task.vocab_size:
-    raise DecodeError(f"the prompt has token ids outside the run's {task.vocab_size}-id vocab")
+  if prompt.max() >= task.vocab_size or (fv.prompt and len(prompt) < 2):
+    raise DecodeError(
+      f"the prompt does not encode into the run's {task.vocab_size}-token vocabulary; "
+      "use characters the run's tokenizer knows"
+    )
   decode.check_lengths(run.model, len(prompt), fv.max_new_tokens)  # before restoring
   step, model = run.load_model_at(fv.checkpoint)
   start = time.perf_counter()
