@@ -221,32 +221,6 @@ def tested_layers(model: Mapping[str, Any], mixer: str) -> list[int]:
   return list(range(max(0, depth - n), depth))
 
 
-def content_tasks(study: Mapping[str, Any]) -> list[str]:
-  """The tasks of the content panel (``content["tasks"]``, or its one ``task``)."""
-  content = study.get("content") or {}
-  return list(content.get("tasks") or ([content["task"]] if "task" in content else []))
-
-
-def measures_kernels(study: Mapping[str, Any], cell: Cell) -> bool:
-  """Effective kernels are measured on the content tasks, at the middle size (every seed):
-  seconds per cell, so not at every size. Studies without a ``content`` entry: every cell."""
-  if not study.get("content"):
-    return True
-  size = middle_size(study, cell.task)
-  return cell.task in content_tasks(study) and (size is None or cell.size == size)
-
-
-def kernel_radius(study: Mapping[str, Any], cell: Cell) -> int:
-  """Offsets ±radius of the effective kernels measured in a cell: the study's ``content``
-  radius on its task, else twice the window (the reference's for window-free presets)."""
-  t, content = study["tasks"][cell.task], study.get("content") or {}
-  ours = cell.task in content_tasks(study)
-  if ours and "radius" in content:
-    return int(content["radius"])
-  window = cell.window or (content.get("window") if ours else None) or t["reference"].get("window")
-  return 2 * int(window or min(t.get("windows") or [1]))
-
-
 class Planner:
   """Cell configs of one study, with the tasks and budget targets computed once."""
 
@@ -254,6 +228,7 @@ class Planner:
     self.study = study
     self._tasks: dict[str, Task] = {}
     self._targets: dict[tuple[str, str, str | None], float] = {}
+    self._matches: dict[tuple, budget.Match] = {}  # seeds and rates share one sized model
 
   def task(self, task_key: str, cfg: ml_collections.ConfigDict) -> Task:
     """The set-up task (its vocabulary and length, which are all a budget needs)."""
@@ -298,8 +273,11 @@ class Planner:
     cfg = base_config(self.study, cell.task, cell.window)
     model = self.model(cfg, cell.task, cell.mixer, cell.window, cell.size)
     task = self.task(cell.task, cfg)
-    target = self.target(cell.task, cell.rule, cell.size)
-    match = budget.match(task, model, rule=cell.rule, target=target)
+    key = (cell.task, cell.mixer, cell.window, cell.rule, cell.size)
+    if key not in self._matches:
+      target = self.target(cell.task, cell.rule, cell.size)
+      self._matches[key] = budget.match(task, model, rule=cell.rule, target=target)
+    match = self._matches[key]
     cfg.model = ml_collections.ConfigDict(match.model)
     cfg.seed = cell.seed
     if cell.lr is not None:

@@ -88,6 +88,7 @@ def _record(study: Mapping[str, Any], info: dict, res: dict, wd: str, ctx: dict)
     "validation_value": res["best"]["validation"].get(metric),
     "test": res["best"]["test"],
     "chance": levels.get("chance"),
+    "chance_context": levels.get("context_guess"),  # recall: guessing among the context
     "target": info["budget"]["target"],
     "achieved": info["budget"]["achieved"],
     "rf_measured": field.get("size"),

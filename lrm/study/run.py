@@ -6,7 +6,8 @@ Each cell's ``cell.json`` holds everything the report needs besides results.json
   budget            rule, target, achieved                  model       the sized model section
   costs             params, params_non_embedding, encoder_forward_flops_per_token,
                     forward_flops_per_token, train_flops_per_token, seq_len  (``Run.costs``)
-  receptive_field   per layer: measured and analytic field of the trained model
+  receptive_field   per layer: measured and analytic field of the trained model (first seed:
+                    every architecture once; [] in the other seeds' cells)
   kernels           per tested layer: effective kernels on a validation input (content.py);
                     [] outside the content tasks' middle size (``grid.measures_kernels``)
   xla               (first seed, middle size) the tested mixers' executed analytic FLOPs
@@ -43,6 +44,32 @@ RF_LENGTH = 256  # the receptive field is measured on at most this many tokens
 KERNEL_LENGTH = 128  # effective kernels: on the first tokens of one validation example
 
 
+def content_tasks(study: Mapping[str, Any]) -> list[str]:
+  """The tasks of the content panel (``content["tasks"]``, or its one ``task``)."""
+  content = study.get("content") or {}
+  return list(content.get("tasks") or ([content["task"]] if "task" in content else []))
+
+
+def measures_kernels(study: Mapping[str, Any], cell: grid.Cell) -> bool:
+  """Effective kernels are measured on the content tasks, at the middle size (every seed):
+  seconds per cell, so not at every size. Studies without a ``content`` entry: every cell."""
+  if not study.get("content"):
+    return True
+  size = grid.middle_size(study, cell.task)
+  return cell.task in content_tasks(study) and (size is None or cell.size == size)
+
+
+def kernel_radius(study: Mapping[str, Any], cell: grid.Cell) -> int:
+  """Offsets ±radius of the effective kernels measured in a cell: the study's ``content``
+  radius on its task, else twice the window (the reference's for window-free presets)."""
+  t, content = study["tasks"][cell.task], study.get("content") or {}
+  ours = cell.task in content_tasks(study)
+  if ours and "radius" in content:
+    return int(content["radius"])
+  window = cell.window or (content.get("window") if ours else None) or t["reference"].get("window")
+  return 2 * int(window or min(t.get("windows") or [1]))
+
+
 def xla_check(encoder: Any, length: int, layers: list[int]) -> dict[str, float]:
   """The tested layers' mixers: their analytic executed forward FLOPs (``flops``) beside XLA's
   count of their compiled forward, on one sequence of ``length`` tokens."""
@@ -56,14 +83,18 @@ def xla_check(encoder: Any, length: int, layers: list[int]) -> dict[str, float]:
   return {"length": length, "analytic": analytic, "xla": counted, "ratio": analytic / counted}
 
 
-def measure(workdir: Path, mixer: str, radius: int | None, xla: bool = False) -> dict[str, Any]:
+def measure(
+  workdir: Path, mixer: str, radius: int | None, xla: bool = False, field: bool = True
+) -> dict[str, Any]:
   """Costs, measured receptive field and effective kernels (offsets ±``radius``) of the
   layers built from preset ``mixer``, for the run's best checkpoint (and ``xla_check``)."""
   r = Run.from_workdir(workdir)
   layers = grid.tested_layers(r.plain["model"], mixer)
   encoder = rf.build_encoder_for_measurement(r.load_model("best"))
   length = min(r.task.seq_len, RF_LENGTH)
-  fields = rf.measure(encoder, length, length - 1 if encoder.causal else length // 2)
+  fields = (
+    rf.measure(encoder, length, length - 1 if encoder.causal else length // 2) if field else []
+  )
   batch = next(r.task.dataset("validation").eval_batches(1))
   inputs = batch["inputs"] if "inputs" in batch else batch["inputs1"]  # dual encoder: the first
   tokens = np.asarray(inputs[:, :KERNEL_LENGTH], np.int32)  # [1, L]
@@ -72,8 +103,12 @@ def measure(workdir: Path, mixer: str, radius: int | None, xla: bool = False) ->
     ek = content.layer_kernels(encoder, tokens, layer, radius)
     mixer = getattr(encoder.blocks[layer].mixer, "registered_name", "?")
     kernels.append({"layer": layer, "mixer": mixer, "radius": radius, **ek.to_dict()})
+  levels = r.task.reference_levels()  # chance lines of the report
+  pairs = (getattr(r.task, "opts", None) or {}).get("num_pairs")
+  if pairs and "accuracy" in levels:  # recall: a guess among the context's values
+    levels["accuracy"]["context_guess"] = 1.0 / pairs
   out = {
-    "reference_levels": r.task.reference_levels(),  # chance lines of the report
+    "reference_levels": levels,
     "costs": r.costs(),
     "receptive_field": [f.to_dict() for f in fields],
     "kernels": kernels,
@@ -96,12 +131,13 @@ def run_cell(plan: grid.Planner, cell: grid.Cell, out: Path) -> dict[str, Any] |
   diverged), or None on SIGTERM."""
   wd = cell.workdir(out)
   old = read_cell(wd)
-  radius = grid.kernel_radius(plan.study, cell) if grid.measures_kernels(plan.study, cell) else None
-  xla = cell.seed == plan.study["seeds"][0] and cell.size == grid.middle_size(plan.study, cell.task)
+  radius = kernel_radius(plan.study, cell) if measures_kernels(plan.study, cell) else None
+  first = cell.seed == plan.study["seeds"][0]  # the field: one seed per architecture
+  xla = first and cell.size == grid.middle_size(plan.study, cell.task)
   if (wd / "results.json").exists() and old is not None and "budget" in old:
     results = json.loads((wd / "results.json").read_text())  # trained: only measure again
     try:
-      measured = measure(wd, cell.mixer, radius, xla)
+      measured = measure(wd, cell.mixer, radius, xla, first)
     except (OSError, KeyError, ValueError) as e:  # a run this lrm cannot rebuild: keep its file
       print(f"{cell.key}: cell.json kept as it was; measuring failed: {e}", flush=True)
       return results
@@ -118,7 +154,7 @@ def run_cell(plan: grid.Planner, cell: grid.Cell, out: Path) -> dict[str, Any] |
       return {}
     if results is None:
       return None
-    measured = measure(wd, cell.mixer, radius, xla)
+    measured = measure(wd, cell.mixer, radius, xla, first)
   info = {"cell": cell.to_dict(), "key": cell.key, "name": cell.name, **info, **measured}
   rundir.write_json(wd / "cell.json", info)
   return results
