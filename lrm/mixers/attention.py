@@ -196,7 +196,7 @@ class GlobalAttention(AttentionBase):
   def init_cache(self, batch: int, max_len: int, dtype=jnp.float32) -> dict[str, jax.Array]:
     if not self.causal:
       raise self.decode_error()
-    shape = (batch, self.num_heads, max_len, self.head_dim)  # [B, N, S, H]
+    shape = (batch * self.num_heads, max_len, self.head_dim)  # [B*N, S, H]
     return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
 
   def step(
@@ -204,9 +204,9 @@ class GlobalAttention(AttentionBase):
   ) -> tuple[jax.Array, dict[str, jax.Array]]:
     if not self.causal:
       raise self.decode_error()
-    q, k, v = ac.project_one(self, x, pos)  # [B, N, H]
+    q, k, v = (ac.rows(a) for a in ac.project_one(self, x, pos))  # [B*N, H]
     cache = {"k": ac.write_at(cache["k"], k, pos), "v": ac.write_at(cache["v"], v, pos)}
-    ok = jnp.arange(cache["k"].shape[2]) <= pos  # [S]: keys written so far
+    ok = jnp.arange(cache["k"].shape[1]) <= pos  # [S]: keys written so far
     o, _ = ac.attend_one(q, cache["k"], cache["v"], ok)
     return ac.merge_one(self, o, x.dtype), cache
 
@@ -218,11 +218,11 @@ class GlobalAttention(AttentionBase):
       raise self.decode_error()
     q, k, v = self.project(x)  # [B, N, P, H]
     y = self.merge(self._attend(q, k, v, None), x.dtype)
-    put = lambda buf, new: jax.lax.dynamic_update_slice_in_dim(buf, new.astype(buf.dtype), 0, 2)  # noqa: E731
-    return y, {"k": put(cache["k"], k), "v": put(cache["v"], v)}
 
-  def flops(self, length: int) -> int:
-    return int(self.projection_flops(length) + self.score_flops(length * length))
+    def put(buf: jax.Array, new: jax.Array) -> jax.Array:  # keys 0..P-1 of every row
+      return jax.lax.dynamic_update_slice_in_dim(buf, ac.rows(new).astype(buf.dtype), 0, 1)
+
+    return y, {"k": put(cache["k"], k), "v": put(cache["v"], v)}
 
   def algorithmic_flops(self, length: int) -> int:
     """The operator's own work (``lrm.analysis.counting``): L(L+1)/2 pairs when causal (the

@@ -176,14 +176,14 @@ class Hyena(Mixer):
   # ---- decoding: the whole past of the long conv's input, O(L D) per layer and step ----
 
   def init_cache(self, batch: int, max_len: int, dtype=jnp.float32) -> dict[str, jax.Array]:
-    """``z``: the long conv's inputs so far ``[B, S, D]``; ``window``: the last K-1 projections
+    """``z``: the long conv's inputs so far ``[S, B*D]``; ``window``: the last K-1 projections
     ``[B, K-1, 3D]`` (the short conv's past); ``filter``: the implicit filter of the forward at
     length ``max_len`` over lags 0..S-1 ``[S, D]``, computed once (lags are normalised by the
     length, so decoding reproduces the parallel forward at length ``max_len``)."""
     if not self.causal:
       raise self.decode_error()
     return {
-      "z": jnp.zeros((batch, max_len, self.dim), dtype),
+      "z": jnp.zeros((max_len, batch * self.dim), dtype),  # [S, B*D]: see step
       "filter": self.filter(max_len).astype(ACC),
       **window_cache(batch, self.left, (3 * self.dim,), dtype),
     }
@@ -197,11 +197,15 @@ class Hyena(Mixer):
     u = jnp.einsum("BKD,KD->BD", window.astype(ACC), self.short[...].astype(ACC))
     x0, x1, v = jnp.split(u + self.short_bias[...], 3, axis=-1)  # [B, D] each, float32
     z = x1 * v
-    zs = jax.lax.dynamic_update_index_in_dim(cache["z"], z.astype(cache["z"].dtype), pos, 1)
-    S = zs.shape[1]
+    # z as [S, B*D] rows: a [B, S, D] buffer with B = 1 reaches the sum through a bitcast,
+    # into which XLA (CPU) fuses the write, copying the whole buffer per token
+    B, S = x.shape[0], cache["z"].shape[0]
+    zs = jax.lax.dynamic_update_slice(
+      cache["z"], z.reshape(1, -1).astype(cache["z"].dtype), (pos, 0)
+    )
     lag = pos - jnp.arange(S)  # [S]: lag of each past input; < 0 = not yet written
     h = jnp.where((lag >= 0)[:, None], cache["filter"][jnp.clip(lag, 0, S - 1)], 0.0)  # [S, D]
-    y = jnp.einsum("SD,BSD->BD", h, zs.astype(ACC)) + self.skip[...] * z
+    y = jnp.sum(jnp.tile(h, (1, B)) * zs.astype(ACC), axis=0).reshape(B, -1) + self.skip[...] * z
     out = self.out((x0 * y).astype(x.dtype)).astype(x.dtype)
     return out, {"z": zs, "filter": cache["filter"], **short}
 
@@ -220,7 +224,8 @@ class Hyena(Mixer):
     y = fft_long_conv(z, cache["filter"][:P], True) + self.skip[...] * z
     out = self.out((x0 * y).astype(x.dtype)).astype(x.dtype)
     past = jnp.concatenate([cache["window"], p.astype(cache["window"].dtype)], axis=1)
-    zs = jax.lax.dynamic_update_slice_in_dim(cache["z"], z.astype(cache["z"].dtype), 0, 1)
+    rows = jnp.swapaxes(z, 0, 1).reshape(P, -1)  # [P, B*D]
+    zs = jax.lax.dynamic_update_slice_in_dim(cache["z"], rows.astype(cache["z"].dtype), 0, 0)
     return out, {"z": zs, "filter": cache["filter"], "window": past[:, P:]}
 
   def flops(self, length: int) -> int:

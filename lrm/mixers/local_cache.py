@@ -55,7 +55,7 @@ class LocalDecoding:
     if not self.causal:
       raise self.decode_error()
     slots = max(min(self.window, max_len - 1), 1)
-    shape = (batch, self.num_heads, slots, self.head_dim)  # [B, N, S, H]
+    shape = (batch * self.num_heads, slots, self.head_dim)  # [B*N, S, H]
     cache = {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
     if self.summary:
       pools = (batch, self.num_heads, self.global_tokens)  # [B, N, G]
@@ -84,25 +84,27 @@ class LocalDecoding:
       new = _pool_push(cache, a, k, v)
       inv = (1.0 / new["pool_sum"])[..., None]  # > 0: the token itself is in the pool
       ks, vs = new["pool_k"] * inv, new["pool_v"] * inv  # [B, N, G, H]
-      extras = [(jnp.einsum("BNH,BNGH->BNG", q, ks, preferred_element_type=F32), True)]
+      slot_scores = jnp.einsum("BNH,BNGH->BNG", q, ks, preferred_element_type=F32)
+      extras = [(ac.rows(slot_scores), True)]  # [B*N, G]
       if self.rotary:
         q, k = ac.rotary_at(q, pos), ac.rotary_at(k, pos)
-    S = cache["k"].shape[2]
+    q, k, v = ac.rows(q), ac.rows(k), ac.rows(v)  # [B*N, H]
+    S = cache["k"].shape[1]
     held = pos - S + (jnp.arange(S) - pos) % S  # [S]: the position in each slot, pos-S..pos-1
     ok = (held >= 0) & (held >= pos - self.window)
-    keys, values = cache["k"], cache["v"]  # [B, N, S, H]
+    keys, values = cache["k"], cache["v"]  # [B*N, S, H]
     if g:  # learned tokens: keys at internal positions 0..g-1, seen by every query
       B = x.shape[0]
       emb = jnp.broadcast_to(self.global_emb[...].astype(x.dtype), (B, g, self.dim))
-      _, gk, gv = self.project(emb)  # [B, N, G, H]
-      keys = jnp.concatenate([gk.astype(keys.dtype), keys], axis=2)  # [B, N, G+S, H]
-      values = jnp.concatenate([gv.astype(values.dtype), values], axis=2)
+      _, gk, gv = (ac.rows(a) for a in self.project(emb))  # [B*N, G, H]
+      keys = jnp.concatenate([gk.astype(keys.dtype), keys], axis=1)  # [B*N, G+S, H]
+      values = jnp.concatenate([gv.astype(values.dtype), values], axis=1)
       ok = jnp.concatenate([jnp.ones((g,), bool), ok])
-    own = jnp.einsum("BNH,BNH->BN", q, k, preferred_element_type=F32)[..., None]  # [B, N, 1]
-    o, px = ac.attend_one(q, keys, values, ok, [(own, True), *extras])  # [B, N, H]
+    own = jnp.sum(q.astype(F32) * k.astype(F32), axis=-1, keepdims=True)  # [B*N, 1]
+    o, px = ac.attend_one(q, keys, values, ok, [(own, True), *extras])  # [B*N, H]
     o = o + px[0] * v.astype(F32)
     if self.summary:
-      o = o + jnp.einsum("BNG,BNGH->BNH", px[1], vs)
+      o = o + jnp.einsum("BNG,BNGH->BNH", px[1].reshape(vs.shape[:3]), vs).reshape(o.shape)
     ring_k = ac.write_at(cache["k"], k, pos % S)  # position pos - S leaves
     ring_v = ac.write_at(cache["v"], v, pos % S)
     return ac.merge_one(self, o, x.dtype), {"k": ring_k, "v": ring_v, **new}
@@ -114,14 +116,14 @@ class LocalDecoding:
     the ring gets the last ``w`` keys and values, the pools the whole prompt."""
     if not self.causal:
       raise self.decode_error()
-    P, S = x.shape[1], cache["k"].shape[2]
+    P, S = x.shape[1], cache["k"].shape[1]
     y, k, v, pooled = self._forward(x, None)  # k, v [B, N, G+P|P, H]
     if self.learned:
       k, v = k[:, :, self.global_tokens :], v[:, :, self.global_tokens :]  # [B, N, P, H]
     keep = np.arange(max(0, P - S), P)  # the last S positions, each into slot p % S
     new = {
-      "k": cache["k"].at[:, :, keep % S].set(k[:, :, keep].astype(cache["k"].dtype)),
-      "v": cache["v"].at[:, :, keep % S].set(v[:, :, keep].astype(cache["v"].dtype)),
+      "k": cache["k"].at[:, keep % S].set(ac.rows(k[:, :, keep]).astype(cache["k"].dtype)),
+      "v": cache["v"].at[:, keep % S].set(ac.rows(v[:, :, keep]).astype(cache["v"].dtype)),
     }
     if self.summary:  # the pool of the whole prompt in one reduction
       a = jnp.einsum(

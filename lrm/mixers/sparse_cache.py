@@ -81,7 +81,7 @@ class BlockSparseDecoding:
     T, W = self.geometry(max_len)
     tables = plan(*self.decode_adjacency(W))
     S = len(tables.get("slot_block", ())) or int(tables["write"].max()) + 1
-    shape = (batch, self.num_heads, S, T, self.head_dim)  # [B, N, S, T, H]
+    shape = (batch * self.num_heads, S, T, self.head_dim)  # [B*N, S, T, H]
     cache = {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
     return cache | {name: jnp.asarray(a) for name, a in tables.items()}
 
@@ -90,18 +90,19 @@ class BlockSparseDecoding:
   ) -> tuple[jax.Array, dict[str, jax.Array]]:
     if not self.causal:
       raise self.decode_error()
-    B, N, S, T, H = cache["k"].shape
-    q, k, v = ac.project_one(self, x, pos)  # [B, N, H]
+    Z, S, T, H = cache["k"].shape  # Z = B*N rows
+    q, k, v = (ac.rows(a) for a in ac.project_one(self, x, pos))  # [B*N, H]
     c, u, s = pos // T, pos % T, cache["write"][pos // T]
-    kc = cache["k"].at[:, :, s, u].set(k.astype(cache["k"].dtype))  # [B, N, S, T, H]
-    vc = cache["v"].at[:, :, s, u].set(v.astype(cache["v"].dtype))
+    at = lambda a: a[:, None, None]  # noqa: E731  [B*N, 1, 1, H]: slot s, row u
+    kc = jax.lax.dynamic_update_slice(cache["k"], at(k).astype(cache["k"].dtype), (0, s, u, 0))
+    vc = jax.lax.dynamic_update_slice(cache["v"], at(v).astype(cache["v"].dtype), (0, s, u, 0))
     new = dict(cache, k=kc, v=vc)
     offsets = jnp.arange(T)
 
     def gathered(_) -> jax.Array:  # the blocks of this row's table
       slots = cache["read"][c]  # [U]
-      kb = jnp.take(kc, slots, axis=2).reshape(B, N, -1, H)  # [B, N, U*T, H]
-      vb = jnp.take(vc, slots, axis=2).reshape(B, N, -1, H)
+      kb = jnp.take(kc, slots, axis=1).reshape(Z, -1, H)  # [B*N, U*T, H]
+      vb = jnp.take(vc, slots, axis=1).reshape(Z, -1, H)
       kpos = cache["read_block"][c][:, None] * T + offsets  # [U, T]
       ok = cache["read_ok"][c][:, None] & (kpos <= pos)
       return ac.attend_one(q, kb, vb, ok.reshape(-1))[0]
@@ -114,7 +115,7 @@ class BlockSparseDecoding:
       def everything(_) -> jax.Array:  # a global row: every slot written so far
         kpos = new["slot_block"][:, None] * T + offsets  # [S, T]
         ok = (new["slot_block"][:, None] >= 0) & (kpos <= pos)
-        flat = lambda a: a.reshape(B, N, S * T, H)  # noqa: E731
+        flat = lambda a: a.reshape(Z, S * T, H)  # noqa: E731
         return ac.attend_one(q, flat(kc), flat(vc), ok.reshape(-1))[0]
 
       o = jax.lax.cond(cache["full"][c], everything, gathered, None)
@@ -133,14 +134,15 @@ class BlockSparseDecoding:
     """
     if not self.causal:
       raise self.decode_error()
-    (B, P, _), (_, N, S, T, H) = x.shape, cache["k"].shape
+    (B, P, _), (_, S, T, H) = x.shape, cache["k"].shape
+    N = self.num_heads
     W = cache["write"].shape[0]
     y, k, v = self._forward(jnp.pad(x, ((0, 0), (0, W * T - P), (0, 0))), None, self.fixed_pattern)
     write = plan(*self.decode_adjacency(W))["write"]  # the cache's tables, as numpy
     latest = np.full(S, -1, np.int32)  # [S]: the block each slot holds after the prompt
     for d in range(-(-P // T)):
       latest[write[d]] = d
-    blocks = lambda a: a.reshape(B, N, W, T, H)[:, :, np.maximum(latest, 0)]  # noqa: E731
+    blocks = lambda a: a.reshape(B * N, W, T, H)[:, np.maximum(latest, 0)]  # noqa: E731
     new = dict(cache, k=blocks(k).astype(cache["k"].dtype), v=blocks(v).astype(cache["v"].dtype))
     if "slot_block" in cache:
       new["slot_block"] = jnp.asarray(latest)
