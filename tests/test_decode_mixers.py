@@ -20,7 +20,7 @@ import pytest
 from flax import nnx
 
 import lrm.mixers as mixers
-from lrm.mixers import attention, attention_cache
+from lrm.mixers import attention, attention_cache, sparse_cache
 from lrm.mixers.base import DecodeError, Mixer
 
 D, B = 16, 2
@@ -52,7 +52,12 @@ CASES = {
     (5,),
   ),
   "random": (preset("random"), 23, 23, (8,)),  # a prompt of whole blocks
-  "random_norot_b3": ({"name": "random", "block_size": 3, "num_random_blocks": 2}, 22, 22, (4,)),
+  "random_dense_b3": (
+    {"name": "random", "block_size": 3, "num_random_blocks": 2, "impl": "dense"},
+    22,
+    22,
+    (4,),
+  ),
   "local_random": (preset("local_random"), 25, 25, (10,)),
   "bigbird": (preset("bigbird"), 23, 23, (9,)),
   "bigbird_wide": (
@@ -62,6 +67,7 @@ CASES = {
       "window_blocks": 5,
       "global_blocks": 3,
       "random_blocks": 1,
+      "policy": "resample",  # eval mode: the forward and decoding use the fixed draw
     },
     27,
     27,
@@ -147,3 +153,22 @@ def test_rotary_at_matches_the_forward_table_far_out():
   one = jax.jit(functools.partial(attention_cache.rotary_at, x[:, :, 0]))
   got = np.stack([np.asarray(one(jnp.int32(p))) for p in pos])
   np.testing.assert_allclose(got, want, atol=2e-6)
+
+
+def test_block_slots_are_the_blocks_still_read():
+  """A block leaves the cache after the last query block that reads it, and slots are reused:
+  a causal band of 3 blocks keeps 3 (2 earlier + its own); random tables keep fewer blocks
+  than the sequence has; BigBird's last global block reads everything, so it keeps all."""
+  W = 12
+  c, d = np.arange(W)[:, None], np.arange(W)[None, :]
+  band = sparse_cache.plan((d <= c) & (c - d <= 2), np.zeros(W, bool))
+  assert band["write"].max() + 1 == 3 and band["read"].shape[1] == 3
+  spec = dict(heads=4, block=64, causal=True)
+  full = build(mixers.presets.spec("global", **spec)).cache_bytes(1, 8192)
+  for name in ("random", "local_random", "bigbird"):
+    m = build(mixers.presets.spec(name, **spec))
+    slots = int(sparse_cache.plan(*m.decode_adjacency(128))["write"].max()) + 1
+    if name == "bigbird":
+      assert slots == 128 and full < m.cache_bytes(1, 8192) < 1.01 * full
+    else:
+      assert 8 < slots < 100 and m.cache_bytes(1, 8192) < 0.8 * full
