@@ -71,7 +71,12 @@ def causal_spec(name: str):
 
 @pytest.mark.parametrize("name", presets.names())
 def test_every_causal_preset_decodes_like_the_parallel_forward(name):
-  assert_decodes_like_forward(tiny_lm(causal_spec(name), depth=1))  # stacks: the hybrids
+  lm = tiny_lm(causal_spec(name), depth=1)  # stacks: the hybrids
+  assert_decodes_like_forward(lm)
+  # generation: the same greedy tokens with and without caches (shapes as above: no recompile)
+  prompt, n = np.asarray(tokens()[:, :PROMPT]), TOTAL - PROMPT + 1
+  greedy = decode.generate(lm, prompt, n, cache=True)
+  np.testing.assert_array_equal(greedy, decode.generate(lm, prompt, n, cache=False))
 
 
 @pytest.mark.parametrize("hybrid", ["conv+involution+gated_conv", "local+conv+global"])
@@ -132,21 +137,19 @@ def test_lengths_beyond_max_len_are_refused():
   assert decode.generate(lm, np.ones(10, np.int32), 15).shape == (15,)  # exactly fits
 
 
-def test_generate_cached_equals_recomputed_and_a_seed_fixes_the_sample():
-  lm = tiny_lm(causal_spec("conv+dynamic_conv"), depth=2)
-  prompt = np.asarray(tokens(5)[0])
-  greedy = decode.generate(lm, prompt, 12, cache=True)
-  np.testing.assert_array_equal(greedy, decode.generate(lm, prompt, 12, cache=False))
+def test_generate_samples_follow_the_seed_in_both_paths():
+  lm = tiny_lm(causal_spec("conv"), depth=1, seed=3)  # the preset test's shapes: compiled
+  prompt, n = np.asarray(tokens()[:, :PROMPT]), TOTAL - PROMPT + 1
   sampled = [
-    decode.generate(lm, prompt, 12, temperature=1.5, top_k=5, seed=s, cache=c)
+    decode.generate(lm, prompt, n, temperature=1.5, top_k=5, seed=s, cache=c)
     for s, c in [(3, True), (3, False), (3, True), (4, True)]
   ]
   np.testing.assert_array_equal(sampled[0], sampled[1])
   np.testing.assert_array_equal(sampled[0], sampled[2])
   assert not np.array_equal(sampled[0], sampled[3])
-  assert sampled[0].min() >= 0 and sampled[0].max() < VOCAB
-  batch = decode.generate(lm, np.stack([prompt, prompt]), 4)
-  np.testing.assert_array_equal(batch, np.stack([greedy[:4], greedy[:4]]))
+  assert sampled[0].shape == (BATCH, n) and 0 <= sampled[0].min() and sampled[0].max() < VOCAB
+  one = decode.generate(lm, prompt[1], 4)  # a [P] prompt gives [n] ids, as its batch row
+  np.testing.assert_array_equal(one, decode.generate(lm, prompt, 4)[1])
 
 
 @pytest.mark.parametrize("prompt", [2, 7])  # shorter and longer than the window
