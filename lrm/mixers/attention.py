@@ -8,6 +8,9 @@
 * ``dense_attention``: the O(L*S) masked oracle every efficient kernel is tested against.
 
 The block-sparse kernel of ``local``, ``random`` and ``bigbird`` is in ``blocked.py``.
+Decoding (causal only): ``global`` keeps every past key and value, ``[B*N, S, H]`` up to
+``max_len``, and a step attends its query to all of them; the pieces every attention mixer's
+``step`` shares are in ``attention_cache.py``.
 Inside the kernels tensors use the layout ``[B, N, L, H]`` so that every einsum has its
 batch dimensions leading and contracts the last one (no transposes inside dots).
 """

@@ -24,6 +24,10 @@ no positive lag reaches, so both directions cost one size-2L transform) and ``de
 oracle: short and long convs as explicit ``[L, S, D]`` Toeplitz matrices, O(L^2 D)). FFT
 round-off makes the ``fft`` path causal to ~1e-7 relative, not bitwise; ``dense`` is exactly
 causal.
+
+Decoding (causal): the filter has no finite recurrent form, so a step sums it against every
+past long-conv input, O(L D) per token, from a cache of those inputs ``[S, B*D]``, the short
+conv's last K-1 projections and the filter of the forward at length ``max_len``.
 """
 
 from __future__ import annotations

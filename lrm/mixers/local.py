@@ -14,6 +14,9 @@ tokens (``T <= L``); a query block needs only key blocks c-1, c (causal) or c-1,
 so time and memory are O(L * 3T) and no L x L matrix is ever formed. The tail is padded
 internally and stripped. ``impl="dense"`` is the O(L^2) masked oracle.
 
+Decoding (causal): a ring buffer of the last w keys and values, plus the summary slots'
+running pools (``local_cache.py``).
+
 Global tokens, ``global_tokens=g`` on top of the window, in one of three modes:
 
 * ``"summary"`` (the ``local_global`` preset): g slots whose keys and values pool the whole

@@ -6,6 +6,9 @@ and memory are linear in L. The random blocks come from one pure function of the
 count (``masks.draw_random_blocks`` / ``masks.sample_random_blocks``), which the gather
 kernel and the dense oracle (``impl="dense"``) both consume.
 
+Decoding (causal): ``sparse_cache.py`` keeps each key block until the last query block that
+reads it, for the pattern of ``max_len``.
+
 Random-block policy:
   * ``"fixed"`` (BigBird paper): drawn once per layer with ``np.random.default_rng((seed,
     layer_idx))``; identical across steps, examples and heads. ``seed`` is the run's config

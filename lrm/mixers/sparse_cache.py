@@ -90,7 +90,7 @@ class BlockSparseDecoding:
   ) -> tuple[jax.Array, dict[str, jax.Array]]:
     if not self.causal:
       raise self.decode_error()
-    Z, S, T, H = cache["k"].shape  # Z = B*N rows
+    BN, S, T, H = cache["k"].shape  # BN = B*N rows
     q, k, v = (ac.rows(a) for a in ac.project_one(self, x, pos))  # [B*N, H]
     c, u, s = pos // T, pos % T, cache["write"][pos // T]
     at = lambda a: a[:, None, None]  # noqa: E731  [B*N, 1, 1, H]: slot s, row u
@@ -101,8 +101,8 @@ class BlockSparseDecoding:
 
     def gathered(_) -> jax.Array:  # the blocks of this row's table
       slots = cache["read"][c]  # [U]
-      kb = jnp.take(kc, slots, axis=1).reshape(Z, -1, H)  # [B*N, U*T, H]
-      vb = jnp.take(vc, slots, axis=1).reshape(Z, -1, H)
+      kb = jnp.take(kc, slots, axis=1).reshape(BN, -1, H)  # [B*N, U*T, H]
+      vb = jnp.take(vc, slots, axis=1).reshape(BN, -1, H)
       kpos = cache["read_block"][c][:, None] * T + offsets  # [U, T]
       ok = cache["read_ok"][c][:, None] & (kpos <= pos)
       return ac.attend_one(q, kb, vb, ok.reshape(-1))[0]
@@ -115,7 +115,7 @@ class BlockSparseDecoding:
       def everything(_) -> jax.Array:  # a global row: every slot written so far
         kpos = new["slot_block"][:, None] * T + offsets  # [S, T]
         ok = (new["slot_block"][:, None] >= 0) & (kpos <= pos)
-        flat = lambda a: a.reshape(Z, S * T, H)  # noqa: E731
+        flat = lambda a: a.reshape(BN, S * T, H)  # noqa: E731
         return ac.attend_one(q, flat(kc), flat(vc), ok.reshape(-1))[0]
 
       o = jax.lax.cond(cache["full"][c], everything, gathered, None)
