@@ -6,7 +6,12 @@ A study file (``experiments/studies/<name>.py``) defines ``get_study(scale) -> d
     name="local_vs_conv",
     question="...",                      # one paragraph, printed at the top of REPORT.md
     seeds=[0, 1, 2],
-    rules=["params", "flops"],           # budget-matching rules (lrm/analysis/budget.py)
+    rules=["params_non_embedding", "flops"],   # budget-matching rules (lrm/analysis/budget.py)
+    rule_sizes={"flops": ["m"]},         # optional: a rule at some sizes only
+    sizes={"s": 32, "m": 48, "l": 64},   # optional: the reference model's width per size
+    lrs=[1e-3, 3e-3, 1e-2],              # optional: swept at the middle size, chosen on validation
+    comparisons=[dict(question="Q1", task="recall", a="local", b="conv",
+                      rule="params_non_embedding", size="l")],   # pre-registered, paired by seed
     heads=4,                             # attention heads / dynamic-conv heads
     tasks={
       "recall": dict(
@@ -18,17 +23,21 @@ A study file (``experiments/studies/<name>.py``) defines ``get_study(scale) -> d
         # optional per task: rules=[...], seeds=[...], block=<BigBird block size>
       ),
     },
-    content=dict(task="recall", window=4, mixers=["conv", "local"]),  # kernel-variation panel
+    content=dict(tasks=["recall"], radius=6),  # kernel-variation panel (middle size)
   )
 
 Modules, each with one job:
 
 - ``grid``: what to run: the study file, its cells (``Cell`` names each cell's run directory
-  ``<out>/runs/<task>/<mixer>[-w<w>]/<rule>/seed<s>``) and each cell's budget-matched config.
-- ``run``: trains every unfinished cell with the ordinary trainer, then measures the trained
-  model (costs, receptive field, effective kernels of the tested layers) into its cell.json.
-- ``report``: REPORT.md, summary.json and the plots, from the JSON files alone (it imports
-  neither JAX nor flax, so a report can be rewritten anywhere).
+  ``<out>/runs/<task>/<mixer>[-w<w>]/<rule>[/<size>][/lr<lr>]/seed<s>``) and each cell's
+  budget-matched config.
+- ``run``: trains every unfinished cell with the ordinary trainer (the learning-rate sweep
+  first), then measures the trained model (costs, receptive field, effective kernels of the
+  tested layers, XLA's FLOP count) into its cell.json.
+- ``sweep``: reads the sweep's cells and chooses each arm's rate on validation.
+- ``report`` (with ``tables``, ``plots``, ``verdicts``, ``stats``): REPORT.md, summary.json
+  and the plots, from the JSON files alone (none imports JAX or flax, so a report can be
+  rewritten anywhere).
 
 Every cell is an ordinary run directory (config.json, checkpoints, results.json), so any cell
 can be re-evaluated with ``scripts/evaluate.py`` or resumed; finished cells are skipped when
