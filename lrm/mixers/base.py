@@ -39,12 +39,19 @@ construction); a mixer may override it with its parallel forward plus a cache fi
 ``cache_bytes(batch, max_len)`` is the size of the cache (from ``jax.eval_shape``). The cache
 holds only what the layer's receptive field needs, per family (per sequence, per layer):
 
-  conv, gated_conv, dynamic_conv, involution   the last ``(K - 1) * dilation`` inputs: O(K D)
-  local attention                              keys/values of the last w tokens, a ring
-                                               buffer indexed by ``pos % w``: O(w D)
+  conv, gated_conv, dynamic_conv, involution   the last ``(K - 1) * dilation`` conv inputs:
+                                               O(K D), whatever ``max_len``
+  local attention                              keys/values of the last w + 1 tokens in a
+                                               ring buffer: O(w D), whatever ``max_len``
   global (full) attention                      every past key and value: O(L D)
-  random / bigbird                             the key blocks a query block may see
-  hyena                                        whatever is exact (the past inputs: O(L D))
+  random / bigbird                             each key block until the last query block
+                                               that reads it (a global query block reads
+                                               every key: then O(L D))
+  hyena                                        the long conv's whole past input: O(L D)
+
+``max_len`` is the longest sequence the cache serves (positions 0..max_len-1); a mixer whose
+output depends on the sequence length (hyena's implicit filter) decodes as its forward at
+``max_len``. Each mixer's docstring says where its cache code lives.
 
 Bidirectional mixers, and causal ones without an implementation, raise ``DecodeError`` (a
 ``ValueError`` with a one-line message) from ``init_cache`` and ``step``.
