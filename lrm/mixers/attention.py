@@ -8,11 +8,12 @@
 * ``dense_attention``: the O(L*S) masked oracle every efficient kernel is tested against.
 
 The block-sparse kernel of ``local``, ``random`` and ``bigbird`` is in ``blocked.py``.
+Inside the kernels tensors use the layout ``[B, N, L, H]`` so that every einsum has its
+batch dimensions leading and contracts the last one (no transposes inside dots).
+
 Decoding (causal only): ``global`` keeps every past key and value, ``[B*N, S, H]`` up to
 ``max_len``, and a step attends its query to all of them; the pieces every attention mixer's
 ``step`` shares are in ``attention_cache.py``.
-Inside the kernels tensors use the layout ``[B, N, L, H]`` so that every einsum has its
-batch dimensions leading and contracts the last one (no transposes inside dots).
 """
 
 from __future__ import annotations
@@ -226,6 +227,9 @@ class GlobalAttention(AttentionBase):
       return jax.lax.dynamic_update_slice_in_dim(buf, ac.rows(new).astype(buf.dtype), 0, 1)
 
     return y, {"k": put(cache["k"], k), "v": put(cache["v"], v)}
+
+  def flops(self, length: int) -> int:
+    return int(self.projection_flops(length) + self.score_flops(length * length))
 
   def algorithmic_flops(self, length: int) -> int:
     """The operator's own work (``lrm.analysis.counting``): L(L+1)/2 pairs when causal (the
