@@ -41,7 +41,7 @@ def check_model(model: nnx.Module) -> LanguageModel:
   return model
 
 
-@nnx.jit
+@functools.partial(nnx.jit, donate_argnums=(2,))  # the cache is updated in place
 def prefill_logits(
   model: LanguageModel, tokens: jax.Array, cache: Cache
 ) -> tuple[jax.Array, Cache]:
@@ -50,7 +50,7 @@ def prefill_logits(
   return model.logits(h).astype(jnp.float32), cache
 
 
-@nnx.jit
+@functools.partial(nnx.jit, donate_argnums=(2,))  # the cache is updated in place
 def step_logits(
   model: LanguageModel, tokens: jax.Array, cache: Cache, pos: jax.Array
 ) -> tuple[jax.Array, Cache]:
