@@ -15,8 +15,9 @@ it, and a block no later query reads leaves after its own block. Sizes at one ``
 
 * ``random`` / ``local_random``: the blocks alive at once. Tables of later query blocks name
   earlier blocks uniformly, so about ``1 - 2**-r`` of the first half of the blocks are still
-  named in the middle of the sequence: O(L D), a fraction of full attention's (the test
-  prints the numbers); per-token time is O((1 + w + r) T D), independent of L.
+  named in the middle of the sequence: O(L D), about half of full attention's (the presets'
+  r = 3 with T = 64: 61 of 128 blocks at 8K tokens, 252 of 512 at 32K); per-token time is
+  O((1 + w + r) T D), independent of L.
 * ``bigbird`` (ITC, causal): the last global block's queries read every earlier key, so every
   block stays alive until the end: the cache is full attention's. Those rows (and the first
   global blocks') read all slots (``lax.cond``); the other rows gather their few blocks.
