@@ -88,8 +88,8 @@ def markdown(records: Sequence[dict]) -> str:
     "One decode step: embedding, every block's cached step, logits and the greedy next token "
     "for each sequence of the batch, jitted, cache donated, at position = context with a "
     "cache sized for context + 1 tokens filled with random values (a step's cost does not "
-    f"depend on them); median over {first['repeats']} alternating rounds of samples of "
-    "consecutive steps.",
+    f"depend on them); median over {first['repeats']} alternating rounds (over the "
+    "contexts) of samples of consecutive steps, each after an untimed step.",
     "",
     "### ms per decode step (each sequence of the batch gets one token)",
     "",
