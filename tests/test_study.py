@@ -352,7 +352,7 @@ def test_script_lists_cells_rewrites_the_report_and_stops_with_143(tiny_study, c
   assert study_script.main(["--study=nope.py", f"--out={out}"]) == 2
 
   def stopped(*args, **kwargs):
-    raise guard.Interrupted("stopped by SIGTERM; rerun the same command to resume")
+    raise guard.Interrupted("stopped by SIGTERM")
 
   monkeypatch.setattr(study_script.run, "run_study", stopped)
   monkeypatch.setattr(study_script.signal, "signal", lambda *a: None)

@@ -178,7 +178,7 @@ def run_cells(plan: grid.Planner, cells: list[grid.Cell], out: Path, t0: float) 
     t1 = time.perf_counter()
     results = run_cell(plan, cell, out)
     if results is None:  # preempted: stop the study, rerun resumes
-      raise guard.Interrupted("stopped by SIGTERM; rerun the same command to resume")
+      raise guard.Interrupted("stopped by SIGTERM")
     print(
       f"{head}: {fmt_metrics(results) if results else 'diverged'} "
       f"({time.perf_counter() - t1:.0f}s, total {time.perf_counter() - t0:.0f}s)",
