@@ -73,7 +73,7 @@ CASES = {
     27,
     (7,),
   ),
-  "hyena": ({"name": "hyena", "filter_dim": 16, "bands": 2}, 21, 21, (8,)),
+  "hyena": ({"name": "hyena", "filter_dim": 16, "bands": 2}, 21, 21, (11,)),  # 8-token blocks
   "hyena_dense_k4": (
     {"name": "hyena", "filter_dim": 8, "bands": 1, "short_kernel": 4, "impl": "dense"},
     17,

@@ -25,9 +25,9 @@ oracle: short and long convs as explicit ``[L, S, D]`` Toeplitz matrices, O(L^2 
 round-off makes the ``fft`` path causal to ~1e-7 relative, not bitwise; ``dense`` is exactly
 causal.
 
-Decoding (causal): the filter has no finite recurrent form, so a step sums it against every
-past long-conv input, O(L D) per token, from a cache of those inputs ``[S, B*D]``, the short
-conv's last K-1 projections and the filter of the forward at length ``max_len``.
+Decoding (causal): exact, O(S D) memory, about O(sqrt(S log S) D) per token on average: the
+long conv split at the current block of C tokens, completed blocks added to every later
+position by one FFT each (``hyena_cache.py``).
 """
 
 from __future__ import annotations
@@ -42,14 +42,9 @@ from flax import nnx
 from lrm.mixers import presets
 from lrm.mixers.base import Mixer, check_int, zero_padded
 from lrm.mixers.conv_fft import fft_flops, next_fast_len
-from lrm.mixers.conv_kernels import (
-  ACC,
-  conv_offsets,
-  depthwise_direct,
-  push_window,
-  window_cache,
-)
+from lrm.mixers.conv_kernels import ACC, conv_offsets, depthwise_direct
 from lrm.mixers.gated_conv import dense_conv
+from lrm.mixers.hyena_cache import HyenaDecoding
 from lrm.registry import register
 
 # Decay window (Hyena's exponential modulation): the fastest channel falls to TARGET at
@@ -118,7 +113,7 @@ class ImplicitFilter(nnx.Module):
 
 
 @register("mixer", "hyena")
-class Hyena(Mixer):
+class Hyena(HyenaDecoding, Mixer):
   """Order-2 Hyena operator: ``[B, L, D] -> [B, L, D]`` (see module docstring).
 
   Args:
@@ -176,61 +171,6 @@ class Hyena(Mixer):
     z = zero_padded(x1 * v, mask)  # padded positions carry nothing into the long conv
     y = self.long_conv(z) + self.skip[...] * z
     return self.out((x0 * y).astype(x.dtype)).astype(x.dtype)
-
-  # ---- decoding: the whole past of the long conv's input, O(L D) per layer and step ----
-
-  def init_cache(self, batch: int, max_len: int, dtype=jnp.float32) -> dict[str, jax.Array]:
-    """``z``: the long conv's inputs so far ``[S, B*D]``; ``window``: the last K-1 projections
-    ``[B, K-1, 3D]`` (the short conv's past); ``filter``: the implicit filter of the forward at
-    length ``max_len`` over lags 0..S-1 ``[S, D]``, computed once (lags are normalised by the
-    length, so decoding reproduces the parallel forward at length ``max_len``)."""
-    if not self.causal:
-      raise self.decode_error()
-    return {
-      "z": jnp.zeros((max_len, batch * self.dim), dtype),  # [S, B*D]: see step
-      "filter": self.filter(max_len).astype(ACC),
-      **window_cache(batch, self.left, (3 * self.dim,), dtype),
-    }
-
-  def step(
-    self, x: jax.Array, cache: dict[str, jax.Array], pos: jax.Array
-  ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    if not self.causal:
-      raise self.decode_error()
-    window, short = push_window({"window": cache["window"]}, self.proj(x))  # [B, K, 3D]
-    u = jnp.einsum("BKD,KD->BD", window.astype(ACC), self.short[...].astype(ACC))
-    x0, x1, v = jnp.split(u + self.short_bias[...], 3, axis=-1)  # [B, D] each, float32
-    z = x1 * v
-    # z as [S, B*D] rows: a [B, S, D] buffer with B = 1 reaches the sum through a bitcast,
-    # into which XLA (CPU) fuses the write, copying the whole buffer per token
-    B, S = x.shape[0], cache["z"].shape[0]
-    zs = jax.lax.dynamic_update_slice(
-      cache["z"], z.reshape(1, -1).astype(cache["z"].dtype), (pos, 0)
-    )
-    lag = pos - jnp.arange(S)  # [S]: lag of each past input; < 0 = not yet written
-    h = jnp.where((lag >= 0)[:, None], cache["filter"][jnp.clip(lag, 0, S - 1)], 0.0)  # [S, D]
-    y = jnp.sum(jnp.tile(h, (1, B)) * zs.astype(ACC), axis=0).reshape(B, -1) + self.skip[...] * z
-    out = self.out((x0 * y).astype(x.dtype)).astype(x.dtype)
-    return out, {"z": zs, "filter": cache["filter"], **short}
-
-  def prefill(
-    self, x: jax.Array, cache: dict[str, jax.Array]
-  ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """The parallel forward of a prompt ``x [B, P, D]`` with the cached filter (the forward's
-    at length ``max_len``), filling the cache."""
-    if not self.causal:
-      raise self.decode_error()
-    P = x.shape[1]
-    p = self.proj(x)  # [B, P, 3D]
-    u = depthwise_direct(p, self.short[...], self.left, self.right, 1)
-    x0, x1, v = jnp.split(u + self.short_bias[...], 3, axis=-1)  # [B, P, D] each, float32
-    z = x1 * v
-    y = fft_long_conv(z, cache["filter"][:P], True) + self.skip[...] * z
-    out = self.out((x0 * y).astype(x.dtype)).astype(x.dtype)
-    past = jnp.concatenate([cache["window"], p.astype(cache["window"].dtype)], axis=1)
-    rows = jnp.swapaxes(z, 0, 1).reshape(P, -1)  # [P, B*D]
-    zs = jax.lax.dynamic_update_slice_in_dim(cache["z"], rows.astype(cache["z"].dtype), 0, 0)
-    return out, {"z": zs, "filter": cache["filter"], "window": past[:, P:]}
 
   def flops(self, length: int) -> int:
     """Forward FLOPs; the FFT path counts 2.5 n log2 n per real transform."""
