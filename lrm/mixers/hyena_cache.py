@@ -1,22 +1,23 @@
-"""Decoding for ``hyena``, exact, with the long convolution cut into blocks of C tokens.
+"""Decoding for ``hyena``, exact, with the long convolution cut into blocks of T tokens.
 
 The implicit filter has no finite recurrent form, so output t needs every past input:
 ``y_t = sum_{j <= t} h[t - j] z_j``. Summing that at every step costs O(L D) per token. Here
-the past is split at the start of the current block of C tokens (an online convolution in the
+the past is split at the start of the current block of T tokens (an online convolution in the
 manner of FutureFill, Agarwal et al. 2024):
 
 * ``future [S, B*D]``: for every output position, the sum over the inputs of the blocks
-  already completed. When a block completes, its C inputs are convolved with the whole filter
-  by one FFT of size ``n >= S + C - 1`` and added to every later position.
-* ``block [C, B*D]``: the current block's inputs; a step adds their C terms directly.
+  already completed. When a block completes, its T inputs are convolved with the whole filter
+  by one FFT of size ``n >= S + T - 1`` and added to every later position.
+* ``block [T, B*D]``: the current block's inputs; a step adds their T terms directly.
 
-So a step costs O(C D), plus, at the last token of each block, O(S log S D): about
-O(sqrt(S log S) D) per token on average with ``C ~ sqrt(S log2 S)``; the memory stays O(S D)
+So a step costs O(T D), plus, at the last token of each block, O(S log S D): about
+O(sqrt(S log S) D) per token on average with ``T ~ sqrt(S log2 S)``; the memory stays O(S D)
 (``future`` replaces the inputs). FFT round-off makes outputs equal to the forward's to
 ~1e-7 relative, like the forward's own FFT path. The cache also holds the short conv's last
-K-1 projections, the filter's first C lags and the transform of the whole filter (the forward
+K-1 projections, the filter's first T lags and the transform of the whole filter (the forward
 at length ``max_len``: lags are normalised by the length). Rows are ``[S, B*D]``, batch and
 channels as one axis (see ``attention_cache.rows`` for why a unit batch axis is avoided).
+Letters follow the legend in ``base.py``; S is ``max_len``.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ F32 = jnp.float32
 
 
 def block_size(max_len: int) -> int:
-  """C: the power of two nearest ``sqrt(S log2 S)`` (balances C D per token against an FFT of
-  size ~S every C tokens), at most S."""
+  """T, the tokens per block: the power of two nearest ``sqrt(S log2 S)`` (balances T D per
+  token against an FFT of size ~S every T tokens), at most S."""
   target = math.sqrt(max_len * max(math.log2(max_len), 1.0))
   return int(min(max_len, 2 ** round(math.log2(target))))
 
@@ -60,13 +61,13 @@ class HyenaDecoding:
   def init_cache(self, batch: int, max_len: int, dtype=jnp.float32) -> dict[str, jax.Array]:
     if not self.causal:
       raise self.decode_error()
-    S, C = max_len, block_size(max_len)
+    S, T = max_len, block_size(max_len)
     h = self.filter(S).astype(F32)  # [S, D], lags 0..S-1
     return {
       "future": jnp.zeros((S, batch * self.dim), F32),  # [S, B*D]
-      "block": jnp.zeros((C, batch * self.dim), dtype),  # [C, B*D]
-      "filter": h[:C],  # [C, D]
-      "filter_f": jnp.fft.rfft(h, next_fast_len(S + C - 1), axis=0),  # [F, D] complex
+      "block": jnp.zeros((T, batch * self.dim), dtype),  # [T, B*D]
+      "filter": h[:T],  # [T, D]
+      "filter_f": jnp.fft.rfft(h, next_fast_len(S + T - 1), axis=0),  # [F, D] complex
       **window_cache(batch, self.left, (3 * self.dim,), dtype),
     }
 
@@ -82,24 +83,24 @@ class HyenaDecoding:
       raise self.decode_error()
     window, short = push_window({"window": cache["window"]}, self.proj(x))  # [B, K, 3D]
     x0, z = self._gates(jnp.einsum("BKD,KD->BD", window.astype(F32), self.short[...].astype(F32)))
-    (S, _), (C, _), B = cache["future"].shape, cache["block"].shape, x.shape[0]
-    c, u = pos // C, pos % C
+    (S, _), (T, _), B = cache["future"].shape, cache["block"].shape, x.shape[0]
+    c, u = pos // T, pos % T
     block = jax.lax.dynamic_update_slice(
       cache["block"], z.reshape(1, -1).astype(cache["block"].dtype), (u, 0)
     )
-    lag = u - jnp.arange(C)  # [C]: rows after u hold the previous block (masked)
-    h = jnp.where((lag >= 0)[:, None], cache["filter"][jnp.clip(lag, 0, C - 1)], 0.0)  # [C, D]
+    lag = u - jnp.arange(T)  # [T]: rows after u hold the previous block (masked)
+    h = jnp.where((lag >= 0)[:, None], cache["filter"][jnp.clip(lag, 0, T - 1)], 0.0)  # [T, D]
     inner = jnp.sum(jnp.tile(h, (1, B)) * block.astype(F32), axis=0)  # [B*D]
 
     def flush(future: jax.Array) -> jax.Array:  # the completed block into every later row
-      n = next_fast_len(S + C - 1)  # as init_cache
-      add = jnp.roll(_apply(block, cache["filter_f"], n, S), c * C, axis=0)  # [S, B*D]
-      return future + jnp.where((jnp.arange(S) >= (c + 1) * C)[:, None], add, 0.0)
+      n = next_fast_len(S + T - 1)  # as init_cache
+      add = jnp.roll(_apply(block, cache["filter_f"], n, S), c * T, axis=0)  # [S, B*D]
+      return future + jnp.where((jnp.arange(S) >= (c + 1) * T)[:, None], add, 0.0)
 
     # a loop that runs once at the block's last token, else never: the buffer stays in place
     # (a lax.cond copied it every step)
     _, future = jax.lax.while_loop(
-      lambda carry: carry[0], lambda carry: (False, flush(carry[1])), (u == C - 1, cache["future"])
+      lambda carry: carry[0], lambda carry: (False, flush(carry[1])), (u == T - 1, cache["future"])
     )
     # read after the flush, which leaves this block's rows alone (reading before it made XLA
     # copy the buffer to keep the old one alive)
@@ -116,14 +117,14 @@ class HyenaDecoding:
     completed blocks go into ``future`` in one FFT, the rest into ``block``."""
     if not self.causal:
       raise self.decode_error()
-    (B, P, _), (S, _), (C, _) = x.shape, cache["future"].shape, cache["block"].shape
+    (B, P, _), (S, _), (T, _) = x.shape, cache["future"].shape, cache["block"].shape
     p = self.proj(x)  # [B, P, 3D]
     x0, z = self._gates(depthwise_direct(p, self.short[...], self.left, self.right, 1))
     rows = jnp.swapaxes(z, 0, 1).reshape(P, -1)  # [P, B*D]
     h = self.filter(S).astype(F32)  # [S, D]
     y = jnp.swapaxes(_conv(rows, h, P).reshape(P, B, -1), 0, 1) + self.skip[...] * z
     out = self.out((x0 * y).astype(x.dtype)).astype(x.dtype)
-    full = P // C * C  # inputs of completed blocks
+    full = P // T * T  # inputs of completed blocks
     future = _conv(rows[:full], h, S) if full else cache["future"]
     tail = rows[full:].astype(cache["block"].dtype)  # [P - full, B*D]
     block = jax.lax.dynamic_update_slice_in_dim(cache["block"], tail, 0, 0)
