@@ -13,14 +13,17 @@ mixers, not the benchmark baselines) that decodes causally; one that cannot
 (``DecodeError``) is recorded as skipped with the reason.
 
 Time per token: one jitted ``decode_step`` of the whole LM (embedding, blocks, logits,
-greedy next token; the cache donated, as a generation loop runs it) at position ``ctx``
-with a cache sized for ``ctx + 1`` tokens. A step's cost does not depend on what the cache
-holds, so the caches are filled with random values instead of a real ``ctx``-token prefill
-(a 32K prefill per cell would cost minutes). One sample is ``n`` consecutive steps after an
-untimed one (``n`` so that a sample takes about ``--sample_ms``; the per-step time is the
-sample's time / n), as a generation loop runs one cell step after step; after warm-up
-every context of one mixer at one batch size is sampled once per round, in alternating rounds
-(as ``benchmarks/shared.py``), and the median over rounds is reported. Prefill (a real
+greedy next token; the cache donated, as a generation loop runs it) at positions cycling over
+``ctx .. ctx + span - 1`` (``span = min(--span, ctx / 8)``) with a cache sized for ``ctx +
+span`` tokens. A step's cost does not depend on what the cache holds, so the caches are
+filled with random values instead of a real ``ctx``-token prefill (a 32K prefill per cell
+would cost minutes); it may depend on the position (hyena adds a finished block by an FFT
+every C tokens), hence the cycle. One sample is ``n`` consecutive steps after an untimed one
+(``n`` so that a sample takes about ``--sample_ms``, and the samples cover the whole span
+where that takes less than ``--cover_budget_s``); after warm-up every context of one mixer
+at one batch size is sampled once per round, in alternating rounds (as
+``benchmarks/shared.py``). The time per step is the mean over all timed steps (what a bill
+sums; the median of the samples is recorded too). Prefill (a real
 prompt of ``ctx`` tokens through ``Encoder.prefill``, jitted, after a compiling call) is
 timed at batch 1 up to ``--prefill_max`` tokens, unless the shorter prompt's time projects
 more than ``--prefill_budget_s`` (time budget); skipped ones are recorded with the reason. The
@@ -48,6 +51,7 @@ from absl import app, flags  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from benchmarks import decode_report, runner, worker  # noqa: E402
+from benchmarks.decode_cell import Cell, loadavg  # noqa: E402
 from lrm import registry  # noqa: E402
 from lrm.analysis import cost  # noqa: E402
 from lrm.heads import LanguageModel  # noqa: E402
@@ -74,13 +78,11 @@ _PREFILL_BUDGET = flags.DEFINE_float(
 _MALLOC = flags.DEFINE_enum(
   "malloc", "default", ["default", "tuned"], "glibc malloc (default: as scripts/generate.py)"
 )
+_SPAN = flags.DEFINE_integer("span", 1024, "positions a cell's steps cycle over (<= ctx/8)")
+_COVER_BUDGET = flags.DEFINE_float("cover_budget_s", 8.0, "cover the span if it takes less")
 _PRICE = flags.DEFINE_float("price_per_hour", cost.DEFAULT_PRICE_PER_HOUR, "dollars per hour")
 _MACHINE = flags.DEFINE_string("machine", cost.DEFAULT_MACHINE, "what the price is for")
 _REBUILD = flags.DEFINE_bool("rebuild", False, "only rewrite <out>.md and .png from <out>")
-
-
-def loadavg() -> list[float]:
-  return [round(v, 2) for v in os.getloadavg()]
 
 
 def lrm_presets() -> list[str]:
@@ -111,66 +113,11 @@ def build(name: str, max_len: int) -> LanguageModel:
   return model
 
 
-@partial(jax.jit, static_argnums=0, donate_argnums=3)
-def _step(graphdef, state, tokens, cache, pos):
-  """One generated token per sequence: ``tokens [B]`` at ``pos`` -> (next tokens, cache)."""
-  model = nnx.merge(graphdef, state)
-  h, cache = model.encoder.decode_step(tokens, cache, pos)  # [B, D]
-  return jnp.argmax(model.logits(h), axis=-1).astype(jnp.int32), cache  # [B]
-
-
 @partial(jax.jit, static_argnums=0)
 def _prefill(graphdef, state, tokens, cache):
   model = nnx.merge(graphdef, state)
   h, cache = model.encoder.prefill(tokens, cache)  # [B, P, D]
   return jnp.argmax(model.logits(h[:, -1]), axis=-1), cache
-
-
-@jax.jit
-def _random_fill(cache, key):
-  """Every floating array of the cache filled with N(0, 1) values (ints and flags kept): a
-  block of 4093 draws repeated (drawing gigabytes would take longer than the steps)."""
-  leaves, tree = jax.tree.flatten(cache)
-  keys = jax.random.split(key, len(leaves))
-  out = [
-    jnp.resize(jax.random.normal(k, (min(a.size, 4093),), a.dtype), a.shape)
-    if jnp.issubdtype(a.dtype, jnp.floating)
-    else a
-    for k, a in zip(keys, leaves, strict=True)
-  ]
-  return jax.tree.unflatten(tree, out)
-
-
-class Cell:
-  """One (batch, context) decode cell of one model: its cache, compiled step and timings."""
-
-  def __init__(self, graphdef, state, batch: int, ctx: int):
-    self.graphdef, self.state, self.batch, self.ctx = graphdef, state, batch, ctx
-    model = nnx.merge(graphdef, state)
-    self.cache = _random_fill(model.encoder.init_cache(batch, ctx + 1), jax.random.key(ctx))
-    jax.block_until_ready(self.cache)
-    self.tokens = jnp.zeros((batch,), jnp.int32)
-    self.pos = jnp.asarray(ctx, jnp.int32)
-    t0 = time.perf_counter()
-    self.run(1)  # compiles (a cache of another length is another shape)
-    self.compile_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    self.run(1)
-    self.n = max(1, round(_SAMPLE_MS.value / 1e3 / max(time.perf_counter() - t0, 1e-6)))
-    self.samples_ms: list[float] = []
-    self.load: list[list[float]] = [loadavg()]
-
-  def run(self, n: int) -> None:
-    for _ in range(n):
-      self.tokens, self.cache = _step(self.graphdef, self.state, self.tokens, self.cache, self.pos)
-    jax.block_until_ready(self.tokens)
-
-  def sample(self, timed: bool) -> None:
-    self.run(1)  # untimed: the first step after another cell's finds cold CPU caches
-    t0 = time.perf_counter()
-    self.run(self.n)
-    if timed:
-      self.samples_ms.append(1e3 * (time.perf_counter() - t0) / self.n)
 
 
 def prefill_ms(graphdef, state, ctx: int, last: tuple[int, float] | None) -> dict:
@@ -212,7 +159,7 @@ def measure_mixer(name: str, contexts: list[int], batches: list[int]) -> list[di
   """Every (batch, context) record of preset ``name`` (one skipped record if it can't)."""
   base: dict = {"mixer": name}
   try:
-    model = build(name, max(contexts) + 1)
+    model = build(name, max(contexts) + _SPAN.value)
     base["spec"] = presets.spec_list(name, **reach())
     model.encoder.cache_bytes(1, 8)  # raises DecodeError for a mixer without decoding
   except (DecodeError, ValueError, NotImplementedError) as e:
@@ -230,7 +177,9 @@ def measure_mixer(name: str, contexts: list[int], batches: list[int]) -> list[di
       rec |= {"cache_bytes_per_sequence": model.encoder.cache_bytes(1, ctx)}
       rec |= prefill[ctx] if b == 1 else {}
       try:
-        cells.append((Cell(graphdef, state, b, ctx), rec))
+        cell = Cell(graphdef, state, b, ctx, sample_ms=_SAMPLE_MS.value, span=_SPAN.value,
+                    cover_budget_s=_COVER_BUDGET.value, repeats=_REPEATS.value)  # fmt: skip
+        cells.append((cell, rec))
       except Exception as e:  # noqa: BLE001  (e.g. out of memory: recorded, the rest run)
         records.append(rec | {"status": "error", "reason": f"{type(e).__name__}: {e}"[:300]})
     for r in range(_WARMUP.value + _REPEATS.value):  # alternating rounds over the contexts
@@ -242,13 +191,16 @@ def measure_mixer(name: str, contexts: list[int], batches: list[int]) -> list[di
 
 
 def finish(cell: Cell, rec: dict) -> dict:
+  """The cell's record: the mean time per step over every timed step (what a bill sums)."""
   cell.load.append(loadavg())
-  step_ms = statistics.median(cell.samples_ms)
+  step_ms = statistics.fmean(cell.samples_ms)  # every sample has n steps
   price = cost.Price(_PRICE.value, _MACHINE.value)
   usd = cost.per_million(cost.decode_cost_per_token(step_ms / 1e3, cell.batch, price))
   rec |= {"status": "ok", "ms_per_step": step_ms, "ms_per_token": step_ms / cell.batch}
+  rec |= {"median_ms_per_step": statistics.median(cell.samples_ms)}
   rec |= {"tokens_per_s": 1e3 * cell.batch / step_ms, "times_ms": cell.samples_ms}
-  rec |= {"steps_per_sample": cell.n, "compile_s": cell.compile_s, "load": cell.load}
+  rec |= {"steps_per_sample": cell.n, "positions": [cell.ctx, cell.ctx + cell.span - 1]}
+  rec |= {"compile_s": cell.compile_s, "load": cell.load}
   return rec | {"usd_per_million_tokens": usd}
 
 

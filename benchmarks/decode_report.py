@@ -86,10 +86,13 @@ def markdown(records: Sequence[dict]) -> str:
     f"heads, window radius {first['window']} (causal conv kernel {first['window'] + 1}), "
     f"block {first['block']}, {first['dtype']}.",
     "One decode step: embedding, every block's cached step, logits and the greedy next token "
-    "for each sequence of the batch, jitted, cache donated, at position = context with a "
-    "cache sized for context + 1 tokens filled with random values (a step's cost does not "
-    f"depend on them); median over {first['repeats']} alternating rounds (over the "
-    "contexts) of samples of consecutive steps, each after an untimed step.",
+    "for each sequence of the batch, jitted, cache donated, at positions cycling over "
+    "context .. context + span - 1 (span = min(1024, context / 8)) with a cache of context + "
+    "span tokens filled with random values (a step's cost does not depend on them; it may "
+    "depend on the position: hyena adds each finished block by an FFT). Mean time per step "
+    f"over {first['repeats']} alternating rounds (over the contexts) of samples of "
+    "consecutive steps, each after an untimed step; the samples cover the whole span where "
+    "that is cheap (< 8 s).",
     "",
     "### ms per decode step (each sequence of the batch gets one token)",
     "",
