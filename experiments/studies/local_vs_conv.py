@@ -1,7 +1,7 @@
 """The flagship study: local attention against convolutions of the same receptive field.
 
   python scripts/study.py --study=experiments/studies/local_vs_conv.py \\
-      --out=results/local_vs_conv                   # small: 228 cells, ~2-2.5 h, 2 cores
+      --out=results/local_vs_conv                   # small: 228 cells, ~1.5 h, 2 cores
   python scripts/study.py --study=experiments/studies/local_vs_conv.py --out=runs/lvc_full \\
       --scale=full                                  # GPU/TPU (README: "The flagship study")
 

@@ -45,7 +45,7 @@ def plot_curves(rows: Sequence[Mapping[str, Any]], task: str, rule: str, path: P
   plt = _pyplot()
   first = next(iter(data.values()))[0][1][0]
   metric, chance = first["metric"], first.get("chance")
-  fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+  fig, axes = plt.subplots(1, 3, figsize=(18, 4.6))
   cmap = plt.cm.tab10 if len(data) <= 10 else plt.cm.tab20
   for i, (name, points) in enumerate(data.items()):
     colour = cmap(i % cmap.N)
@@ -82,8 +82,8 @@ def plot_curves(rows: Sequence[Mapping[str, Any]], task: str, rule: str, path: P
     f"{task}: test {metric.replace('_', ' ')} against cost (equal {rule.replace('_', ' ')}; "
     "mean over seeds, band = 95% t-interval)"
   )
-  fig.legend(loc="center left", bbox_to_anchor=(0.86, 0.5), fontsize=8, frameon=False)
-  fig.tight_layout(rect=(0, 0, 0.86, 0.95))
+  fig.legend(loc="center left", bbox_to_anchor=(0.8, 0.5), fontsize=8, frameon=False)
+  fig.tight_layout(rect=(0, 0, 0.8, 0.95))
   fig.savefig(path, dpi=100)
   plt.close(fig)
   return True
