@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from lrm.analysis import cost
 from lrm.study import plots, sweep, tables, verdicts
 
 MEASURED = ("costs", "receptive_field", "kernels")  # what a cell.json of this lrm holds
@@ -31,13 +32,12 @@ OLD_COSTS = ("params", "train_flops_per_token")  # top-level in older cell.json 
 DECODE_BENCH = "results/bench/decode_cpu.jsonl"
 
 
-def _price(study: Mapping[str, Any]) -> Any:
-  """``lrm.analysis.cost.Price`` at the study's price, or None without that module."""
-  try:
-    from lrm.analysis import cost
-  except ImportError:
-    return None
-  return cost.Price(float(study.get("price_per_hour", cost.DEFAULT_PRICE_PER_HOUR)))
+def _price(study: Mapping[str, Any]) -> cost.Price:
+  """The study's price (``price_per_hour``, ``price_machine``), else lrm.analysis.cost's."""
+  return cost.Price(
+    float(study.get("price_per_hour", cost.DEFAULT_PRICE_PER_HOUR)),
+    study.get("price_machine", cost.DEFAULT_MACHINE),
+  )
 
 
 def decode_costs(study: Mapping[str, Any]) -> dict[str, dict[str, float]]:
@@ -64,6 +64,7 @@ def decode_costs(study: Mapping[str, Any]) -> dict[str, dict[str, float]]:
 def _record(study: Mapping[str, Any], info: dict, res: dict, wd: str, ctx: dict) -> dict:
   cell, costs = info["cell"], info.get("costs") or {k: info[k] for k in OLD_COSTS if k in info}
   field = info["receptive_field"][-1] if info.get("receptive_field") else {}
+  init = info["receptive_field_init"][-1] if info.get("receptive_field_init") else {}
   kernels = info.get("kernels") or []
   metric = res["main_metric"]
   levels = (info.get("reference_levels") or {}).get(metric) or {}
@@ -91,15 +92,14 @@ def _record(study: Mapping[str, Any], info: dict, res: dict, wd: str, ctx: dict)
     "chance_context": levels.get("context_guess"),  # recall: guessing among the context
     "target": info["budget"]["target"],
     "achieved": info["budget"]["achieved"],
-    "rf_measured": field.get("size"),
+    "rf_measured": init.get("size", field.get("size")),  # at init (else trained)
+    "rf_trained": field.get("size"),
     "rf_analytic": field.get("analytic_size"),
     "kernel_variation": (sum(k["variation"] for k in kernels) / len(kernels) if kernels else None),
     "xla_ratio": (info.get("xla") or {}).get("ratio"),
     "decode_ms_per_token": decode.get("ms_per_token"),
     "cache_bytes": decode.get("cache_bytes"),
-    "train_dollars": (
-      seconds * ctx["price"].per_second if ctx["price"] and seconds is not None else None
-    ),
+    "train_dollars": (seconds * ctx["price"].per_second if seconds is not None else None),
     "kernels": kernels,  # the content panel's heatmaps (left out of summary.json)
     "missing": [k for k in MEASURED if k not in info],
     "key": info.get("key"),
@@ -107,10 +107,12 @@ def _record(study: Mapping[str, Any], info: dict, res: dict, wd: str, ctx: dict)
   }
 
 
-def records(study: Mapping[str, Any], out: Path) -> tuple[list[dict], list[dict]]:
+def records(
+  study: Mapping[str, Any], out: Path, price: cost.Price | None = None
+) -> tuple[list[dict], list[dict]]:
   """(one record per finished cell, the cell.json of every diverged cell)."""
   chosen = {(a["task"], a["mixer"], a["window"]): a["chosen"] for a in sweep.load(out)}
-  ctx = {"decode": decode_costs(study), "price": _price(study), "chosen": chosen}
+  ctx = {"decode": decode_costs(study), "price": price or _price(study), "chosen": chosen}
   rows, diverged = [], []
   for cell_json in sorted((out / "runs").rglob("cell.json")):
     wd = cell_json.parent
@@ -170,10 +172,29 @@ def sanity_section(rows: list[dict]) -> list[str]:
   return [*lines, ""]
 
 
-def write_report(study: Mapping[str, Any], out: Path | str) -> Path:
-  """REPORT.md, summary.json and the plots in ``out``."""
+def cost_section(rows: list[dict[str, Any]], out: Path, price: cost.Price) -> list[str]:
+  """Dollars per mixer at ``price`` (``lrm.analysis.cost``) from each cell's JSON files."""
+  runs = []
+  for r in rows:
+    if not r["in_study"]:
+      continue
+    wd = out / r["workdir"]
+    res = json.loads((wd / "results.json").read_text())
+    info = json.loads((wd / "cell.json").read_text())
+    costs = info.get("costs") or {}
+    label = r["name"] + ("" if r["size"] is None else f" {r['size']}")
+    runs.append({**costs, **res, "decode": info.get("decode"), **r, "label": label})
+  return cost.study_table(runs, price)
+
+
+def write_report(
+  study: Mapping[str, Any], out: Path | str, price: cost.Price | None = None
+) -> Path:
+  """REPORT.md, summary.json and the plots in ``out``; dollars at ``price`` (default: the
+  study's ``price_per_hour`` and ``price_machine``, else ``lrm.analysis.cost``'s)."""
   out = Path(out)
-  rows, diverged = records(study, out)
+  price = price or _price(study)
+  rows, diverged = records(study, out, price)
   lines = [f"# Study: {study['name']}", ""]
   if study.get("question"):
     lines += [study["question"].strip(), ""]
@@ -199,7 +220,8 @@ def write_report(study: Mapping[str, Any], out: Path | str) -> Path:
   lines += tables.sweep_section(sweep.load(out), diverged)
   lines += sanity_section(rows)
   lines += tables.content_section(study, rows, out)
-  lines += tables.cost_section(study, rows, _price(study))
+  lines += tables.cost_section(study, rows, price)
+  lines += cost_section(rows, out, price)
   lines += tables.limits(study, rows)
   report = out / "REPORT.md"
   report.write_text("\n".join(lines) + "\n")

@@ -8,6 +8,8 @@ Each cell's ``cell.json`` holds everything the report needs besides results.json
                     forward_flops_per_token, train_flops_per_token, seq_len  (``Run.costs``)
   receptive_field   per layer: measured and analytic field of the trained model (first seed:
                     every architecture once; [] in the other seeds' cells)
+  receptive_field_init  the same for the freshly initialised model (the architecture's field,
+                    which the report checks against the analytic one)
   kernels           per tested layer: effective kernels on a validation input (content.py);
                     [] outside the content tasks' middle size (``grid.measures_kernels``)
   xla               (first seed, middle size) the tested mixers' executed analytic FLOPs
@@ -92,9 +94,12 @@ def measure(
   layers = grid.tested_layers(r.plain["model"], mixer)
   encoder = rf.build_encoder_for_measurement(r.load_model("best"))
   length = min(r.task.seq_len, RF_LENGTH)
-  fields = (
-    rf.measure(encoder, length, length - 1 if encoder.causal else length // 2) if field else []
-  )
+  at = length - 1 if encoder.causal else length // 2
+  fields = rf.measure(encoder, length, at) if field else []
+  # the architecture's field: a trained attention layer that learnt to look nearby has
+  # gradients below the threshold (1e-5 of the largest) far away; a fresh one does not
+  fresh = rf.build_encoder_for_measurement(r.build_model()) if field else None
+  init_fields = rf.measure(fresh, length, at) if field else []
   batch = next(r.task.dataset("validation").eval_batches(1))
   inputs = batch["inputs"] if "inputs" in batch else batch["inputs1"]  # dual encoder: the first
   tokens = np.asarray(inputs[:, :KERNEL_LENGTH], np.int32)  # [1, L]
@@ -111,6 +116,7 @@ def measure(
     "reference_levels": levels,
     "costs": r.costs(),
     "receptive_field": [f.to_dict() for f in fields],
+    "receptive_field_init": [f.to_dict() for f in init_fields],
     "kernels": kernels,
   }
   if xla:

@@ -47,19 +47,20 @@ def task_table(rows: Sequence[Record], task: str, rule: str) -> list[str]:
   metric = next(iter(gs.values()))[0]["metric"]
   lines = [
     f"| mixer | size | n | test {metric} mean [95% CI] | sd | lr | non-emb. params | "
-    "train FLOPs/token (alg. / executed) | train s | RF measured (analytic) |",
+    "train FLOPs/token (alg. / executed) | train s | RF at init / trained (analytic) |",
     "|---|---|---|---|---|---|---|---|---|---|",
   ]
   order = sorted(gs, key=lambda k: (k[0], gs[k][0].get("size_width") or 0))
   for k in order:
     rs = gs[k]
     s = stats.summarize([r["value"] for r in rs])
-    rf = sorted({(r["rf_measured"], r["rf_analytic"]) for r in rs}, key=str)
+    rf = {(r["rf_measured"], r.get("rf_trained"), r["rf_analytic"]) for r in rs}
+    rf = sorted((x for x in rf if x[0] is not None or x[1] is not None), key=str)
     lines.append(
       f"| {k[0]} | {k[1] or '-'} | {s.n} | {s.text(4)} | {fmt(s.sd)} | {fmt(rs[0]['lr'])} | "
       f"{fmt(mean(rs, 'params_non_embedding'))} | {fmt(mean(rs, 'train_flops_per_token'))} / "
       f"{fmt(mean(rs, 'executed_train_flops_per_token'))} | {fmt(mean(rs, 'train_seconds'))} | "
-      + ", ".join(f"{m} ({a})" for m, a in rf)
+      + ", ".join(f"{m} / {t} ({a})" for m, t, a in rf)
       + " |"
     )
   return lines
@@ -135,7 +136,7 @@ def cost_section(study: Mapping[str, Any], rows: Sequence[Record], price: Any) -
   if not gs:
     return []
   ctx = study.get("decode_context", 1024)
-  stated = price.statement() if price is not None else "n/a (lrm.analysis.cost missing)"
+  stated = price.statement()
   lines = [
     "## Cost",
     "",
@@ -152,7 +153,7 @@ def cost_section(study: Mapping[str, Any], rows: Sequence[Record], price: Any) -
   for (task, name, size), g in gs.items():
     s = stats.summarize([r["value"] for r in g])
     ms = g[0].get("decode_ms_per_token")
-    per_m = ms / 1000 * 1e6 * price.per_second if (ms is not None and price) else None
+    per_m = ms / 1000 * 1e6 * price.per_second if ms is not None else None
     lines.append(
       f"| {task} | {name} | {size or '-'} | {s.text(3)} | {fmt(mean(g, 'train_flops_per_token'))}"
       f" | {fmt(mean(g, 'train_seconds'))} | {fmt(mean(g, 'train_dollars'))} | {fmt(ms)} | "
