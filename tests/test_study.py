@@ -252,6 +252,21 @@ def test_rerun_skips_finished_cells(tiny_study, capsys):
   assert capsys.readouterr().out.count("done, skipped") == 6
 
 
+def test_first_seed_cell_without_init_field_is_measured_again_not_trained(tiny_study, tmp_path):
+  spec, out, cells = tiny_study
+  copy = tmp_path / "out"
+  shutil.copytree(out, copy)
+  wd = cells[0].workdir(copy)  # a sweep cell: seed 0
+  info = json.loads((wd / "cell.json").read_text())
+  del info["receptive_field_init"]  # as the first run of the flagship study wrote it
+  (wd / "cell.json").write_text(json.dumps(info))
+  results = (wd / "results.json").read_text()
+  run.run_study(spec, copy, "small")
+  again = json.loads((wd / "cell.json").read_text())
+  assert again["receptive_field_init"][-1]["size"] == again["receptive_field"][-1]["size"]
+  assert (wd / "results.json").read_text() == results  # measured, not trained again
+
+
 def test_report_reads_json_only_and_never_imports_jax(tiny_study, tmp_path):
   spec, out, _ = tiny_study
   study = grid.load_study(spec, "small")

@@ -166,19 +166,22 @@ def run_cell(plan: grid.Planner, cell: grid.Cell, out: Path) -> dict[str, Any] |
   return results
 
 
-def finished(wd: Path) -> bool:
-  """A cell measured by this lrm, or one that diverged (both are skipped on a rerun)."""
+def finished(wd: Path, first_seed: bool = False) -> bool:
+  """A cell measured by this lrm, or one that diverged (both are skipped on a rerun). A
+  first-seed cell also needs the field at initialisation (older cells are measured again,
+  without training)."""
   have = read_cell(wd) or {}
   if have.get("diverged"):
     return True
-  return (wd / "results.json").exists() and all(k in have for k in report.MEASURED)
+  need = [*report.MEASURED, *(["receptive_field_init"] if first_seed else [])]
+  return (wd / "results.json").exists() and all(k in have for k in need)
 
 
 def run_cells(plan: grid.Planner, cells: list[grid.Cell], out: Path, t0: float) -> None:
   """Run the unfinished ``cells``; a SIGTERM raises ``guard.Interrupted`` (exit code 143)."""
   for n, cell in enumerate(cells, start=1):
     head = f"[{n}/{len(cells)}] {cell.key}"
-    if finished(cell.workdir(out)):
+    if finished(cell.workdir(out), cell.seed == plan.study["seeds"][0]):
       print(f"{head}: done, skipped", flush=True)
       continue
     t1 = time.perf_counter()
