@@ -9,9 +9,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lrm.mixers.attention import masked_softmax
 from lrm.mixers.base import MASKED_LOGIT
 from lrm.mixers.block_core import attend, unstack
+from lrm.mixers.masks import masked_softmax
 
 
 def _normal(seed, *shape):

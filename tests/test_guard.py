@@ -258,21 +258,21 @@ def test_sigterm_during_the_final_evaluation_stops_before_results(
 ):
   """A real SIGTERM as the final evaluation starts: no results.json, exit 143 with a message;
   the rerun evaluates again and writes the same results as the uninterrupted run."""
-  from lrm.train import loop
+  from lrm.train import finish
 
   wd = copy_run(reference_run, tmp_path / "w")
   (wd / "results.json").unlink()
-  real = loop.evaluate
+  real = finish.evaluate
 
   def evaluate_after_a_sigterm(*args, **kwargs):
     signal.raise_signal(signal.SIGTERM)
     return real(*args, **kwargs)
 
-  monkeypatch.setattr(loop, "evaluate", evaluate_after_a_sigterm)
+  monkeypatch.setattr(finish, "evaluate", evaluate_after_a_sigterm)
   rc, _, err = run_train(capsys, f"--config={tiny_config}:{REFERENCE}", f"--workdir={wd}")
   assert rc == 143
   assert "during the final evaluation" in one_error(err) and not (wd / "results.json").exists()
-  monkeypatch.setattr(loop, "evaluate", real)
+  monkeypatch.setattr(finish, "evaluate", real)
   rc, _, err = run_train(capsys, f"--config={tiny_config}:{REFERENCE}", f"--workdir={wd}")
   assert rc == 0, err[-3000:]
   ref = json.loads((reference_run / "results.json").read_text())

@@ -2,10 +2,8 @@
 
 * ``AttentionBase``: QKV / output projections, rotary positions, option checks, FLOP
   accounting for the projections. Every attention mixer subclasses it.
-* ``masked_softmax``: float32 softmax over one or several score tensors that share a
-  row (a block's window keys and its global keys), exact zeros where masked, and zeros
-  (not NaN) for rows with no visible key, also under ``jax.grad``.
-* ``dense_attention``: the O(L*S) masked oracle every efficient kernel is tested against.
+* ``dense_attention``: the O(L*S) masked oracle every efficient kernel is tested against
+  (its softmax, ``masks.masked_softmax``, is shared with the kernels and the caches).
 
 The block-sparse kernel of ``local``, ``random`` and ``bigbird`` is in ``blocked.py``.
 Inside the kernels tensors use the layout ``[B, N, L, H]`` so that every einsum has its
@@ -19,7 +17,6 @@ Decoding (causal only): ``global`` keeps every past key and value, ``[B*N, S, H]
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -28,32 +25,15 @@ from flax import nnx
 
 from lrm.mixers import attention_cache as ac
 from lrm.mixers import dispatch, masks
-from lrm.mixers.base import MASKED_LOGIT, Mixer
+from lrm.mixers.base import Mixer
 from lrm.mixers.block_core import unstack
+from lrm.mixers.masks import masked_softmax
 from lrm.registry import register
 
 # XLA's cost model charges about this many flops per score element for mask + softmax
 # (select, max, subtract, exp, select, sum, divide, ...): calibrated against cost_analysis
 # at dim=64, L=256; tests/test_attention.py checks every mixer total to 15%.
 SOFTMAX_FLOPS = 8
-
-
-def masked_softmax(
-  parts: Sequence[tuple[jax.Array, jax.Array]],
-) -> list[jax.Array]:
-  """Softmax over the concatenation of several ``(scores, mask)`` along the last axis.
-
-  Scores must be float32 and share all leading axes. Returns one probability tensor per
-  part (float32), zero where masked and zero on rows where every entry is masked.
-  """
-  parts = [(jnp.where(m, s, MASKED_LOGIT), m) for s, m in parts]
-  top = jax.lax.stop_gradient(
-    jnp.max(jnp.stack([s.max(axis=-1) for s, _ in parts]), axis=0, keepdims=False)
-  )[..., None]  # row max over all parts
-  exps = [jnp.where(m, jnp.exp(s - top), 0.0) for s, m in parts]
-  denom = sum(e.sum(axis=-1, keepdims=True) for e in exps)
-  inv = 1.0 / jnp.maximum(denom, 1e-30)  # fully-masked rows: 0 * 1e30 = 0
-  return [e * inv for e in exps]
 
 
 def dense_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:

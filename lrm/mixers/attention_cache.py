@@ -22,8 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# a module import: attention.py imports this module for ``global``'s decoding
-from lrm.mixers import attention
+from lrm.mixers.masks import masked_softmax
 
 F32 = jnp.float32
 DIGIT_BITS, DIGITS = 7, 3  # positions < 2**21
@@ -79,7 +78,7 @@ def attend_one(
   broadcastable to ``[B*N, S]`` (True = visible); ``extras``: ``(scores [B*N, G], ok)`` in the
   same softmax. Returns float32 ``o = P V [B*N, H]`` and the extras' probabilities."""
   s = jnp.matmul(k, q[:, :, None], preferred_element_type=F32)[:, :, 0]  # [B*N, S]
-  p, *px = attention.masked_softmax([(s, ok), *extras])
+  p, *px = masked_softmax([(s, ok), *extras])
   o = jnp.matmul(p[:, None].astype(v.dtype), v, preferred_element_type=F32)  # [B*N, 1, H]
   return o[:, 0], px
 

@@ -9,13 +9,21 @@ Functions of a block table return numpy arrays for a numpy table and jax arrays 
 
 Block patterns work on ``W = ceil(L / T)`` blocks of ``T`` tokens; a last partial block
 is treated as a whole block and the token mask is cut to ``[L, S]`` (S = L).
+
+``masked_softmax`` applies masks: a float32 softmax over one or several score tensors that
+share a row (a block's window keys and its global keys), exact zeros where masked, and zeros
+(not NaN) for rows with no visible key, also under ``jax.grad``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from lrm.mixers.base import MASKED_LOGIT
 
 ArrayLike = np.ndarray | jax.Array
 
@@ -230,3 +238,21 @@ def bigbird_mask(
   adj = block_adjacency(idx, valid, w) | (window | glob[None, :] | glob[:, None])
   m = expand_blocks(adj, block, length)
   return m & causal_mask(length) if causal else m
+
+
+def masked_softmax(
+  parts: Sequence[tuple[jax.Array, jax.Array]],
+) -> list[jax.Array]:
+  """Softmax over the concatenation of several ``(scores, mask)`` along the last axis.
+
+  Scores must be float32 and share all leading axes. Returns one probability tensor per
+  part (float32), zero where masked and zero on rows where every entry is masked.
+  """
+  parts = [(jnp.where(m, s, MASKED_LOGIT), m) for s, m in parts]
+  top = jax.lax.stop_gradient(
+    jnp.max(jnp.stack([s.max(axis=-1) for s, _ in parts]), axis=0, keepdims=False)
+  )[..., None]  # row max over all parts
+  exps = [jnp.where(m, jnp.exp(s - top), 0.0) for s, m in parts]
+  denom = sum(e.sum(axis=-1, keepdims=True) for e in exps)
+  inv = 1.0 / jnp.maximum(denom, 1e-30)  # fully-masked rows: 0 * 1e30 = 0
+  return [e * inv for e in exps]

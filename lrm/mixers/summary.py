@@ -28,8 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from lrm.mixers import masks
-from lrm.mixers.attention import masked_softmax
 from lrm.mixers.base import MASKED_LOGIT
+from lrm.mixers.masks import masked_softmax
 
 F32 = jnp.float32
 
