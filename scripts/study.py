@@ -1,7 +1,7 @@
 """Run a study: a grid of ordinary training runs compared at matched budgets.
 
   python scripts/study.py --study=experiments/studies/local_vs_conv.py --out=runs/local_vs_conv \
-      [--scale=small|full] [--only=recall/] [--report_only]
+      [--scale=small|full] [--only=recall/] [--report_only] [--price_per_hour=2.5 --machine=...]
 
 Finished cells are skipped, so rerunning the same command resumes an interrupted study; a
 SIGTERM or Ctrl-C stops it after saving the running cell, with exit code 143 (as
@@ -9,6 +9,8 @@ scripts/train.py).
 Writes <out>/REPORT.md with tables and PNG plots; every cell is a run directory under
 <out>/runs/ that scripts/evaluate.py can re-evaluate. --report_only rewrites the report from
 the cells' JSON files (lrm/study/report.py: nothing is restored or recomputed).
+--price_per_hour and --machine price the report's dollars (default: the study file's
+price_per_hour and price_machine, else lrm/analysis/cost.py's assumed $0.10/h 2-vCPU VM).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import os
 import signal
 import sys
 
+from lrm.analysis import cost
 from lrm.study import grid, report, run, sweep
 from lrm.train import guard
 
@@ -32,8 +35,11 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--only", default="", help="run only cells whose key contains this text")
   p.add_argument("--report_only", action="store_true", help="rewrite REPORT.md from finished cells")
   p.add_argument("--list", action="store_true", help="print the cells and exit")
+  p.add_argument("--price_per_hour", type=float, default=None, help="dollars per machine-hour")
+  p.add_argument("--machine", default="the machine given by --price_per_hour")
   args = p.parse_args(argv)
   try:
+    price = None if args.price_per_hour is None else cost.Price(args.price_per_hour, args.machine)
     spec = grid.load_study(args.study, args.scale)
     if args.list:
       chosen = {
@@ -49,11 +55,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"({waiting} arms wait for their learning-rate sweep)", file=sys.stderr)
       return 0
     if args.report_only:
-      print(report.write_report(spec, args.out))
+      print(report.write_report(spec, args.out, price))
       return 0
     # Ctrl-C as a SIGTERM: the running cell saves and stops (lrm.train.guard.Preemption)
     signal.signal(signal.SIGINT, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
-    run.run_study(args.study, args.out, args.scale, only=args.only)
+    run.run_study(args.study, args.out, args.scale, only=args.only, price=price)
   except (guard.Interrupted, KeyboardInterrupt) as e:
     print(f"stopped: {e or 'interrupted'}; rerun the same command to resume", file=sys.stderr)
     return EXIT_INTERRUPTED

@@ -364,6 +364,12 @@ def test_script_lists_cells_rewrites_the_report_and_stops_with_143(tiny_study, c
   assert capsys.readouterr().out.split() == [c.key for c in cells]
   assert study_script.main([f"--study={spec}", f"--out={out}", "--report_only"]) == 0
   assert capsys.readouterr().out.strip() == str(out / "REPORT.md")
+  priced = ["--price_per_hour=3.6", "--machine=a rented GPU", "--report_only"]
+  assert study_script.main([f"--study={spec}", f"--out={out}", *priced]) == 0
+  assert "$3.6 per hour for a rented GPU" in (out / "REPORT.md").read_text()
+  assert study_script.main([f"--study={spec}", f"--out={out}", "--price_per_hour=0"]) == 2
+  assert "price per hour must be > 0" in capsys.readouterr().err
+  assert study_script.main([f"--study={spec}", f"--out={out}", "--report_only"]) == 0
   assert study_script.main(["--study=nope.py", f"--out={out}"]) == 2
 
   def stopped(*args, **kwargs):

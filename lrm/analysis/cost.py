@@ -137,7 +137,7 @@ def study_table(runs: list[dict], price: Price) -> list[str]:
   for r in runs:
     groups.setdefault((r["task"], r["rule"], r["label"]), []).append(r | run_costs(r, price))
   lines = [
-    "## Cost in dollars",
+    "### Dollars per 1M tokens, every budget rule",
     "",
     f"At {price.statement()} (a study's `price_per_hour` and `price_machine`, or the caller's "
     "price). Training $ / 1M tokens from "

@@ -41,17 +41,19 @@ holds only what the layer's receptive field needs, per family (per sequence, per
 
   conv, gated_conv, dynamic_conv, involution   the last ``(K - 1) * dilation`` conv inputs:
                                                O(K D), whatever ``max_len``
-  local attention                              keys/values of the last w + 1 tokens in a
+  local attention                              keys/values of the last w tokens in a
                                                ring buffer: O(w D), whatever ``max_len``
   global (full) attention                      every past key and value: O(L D)
   random / bigbird                             each key block until the last query block
                                                that reads it (a global query block reads
                                                every key: then O(L D))
-  hyena                                        the long conv's whole past input: O(L D)
+  hyena                                        the completed blocks' sums for every later
+                                               position, and the current block: O(L D)
 
 ``max_len`` is the longest sequence the cache serves (positions 0..max_len-1); a mixer whose
-output depends on the sequence length (hyena's implicit filter) decodes as its forward at
-``max_len``. Each mixer's docstring says where its cache code lives.
+output depends on the sequence length decodes as its forward at ``max_len`` (hyena's implicit
+filter is normalised by the length; random's and bigbird's block table is drawn for it).
+Each mixer's docstring says where its cache code lives.
 
 Bidirectional mixers, and causal ones without an implementation, raise ``DecodeError`` (a
 ``ValueError`` with a one-line message) from ``init_cache`` and ``step``.

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lrm.analysis import content, counting
+from lrm.analysis import content, cost, counting
 from lrm.analysis import receptive_field as rf
 from lrm.run import Run
 from lrm.study import grid, report, sweep
@@ -212,11 +212,16 @@ def choose_rates(plan: grid.Planner, out: Path) -> dict[tuple, float]:
 
 
 def run_study(
-  study_path: str | Path, out: str | Path, scale: str, only: str = ""
+  study_path: str | Path,
+  out: str | Path,
+  scale: str,
+  only: str = "",
+  price: cost.Price | None = None,
 ) -> list[grid.Cell]:
   """Run every unfinished cell of the study (those whose key contains ``only``), then write
-  the report: the learning-rate sweep first, then every cell at its arm's chosen rate. A
-  SIGTERM stops the study (``guard.Interrupted``); the same command resumes it."""
+  the report (dollars at ``price``, default the study's): the learning-rate sweep first, then
+  every cell at its arm's chosen rate. A SIGTERM stops the study (``guard.Interrupted``); the
+  same command resumes it."""
   study = grid.load_study(study_path, scale)
   out = Path(out)
   plan = grid.Planner(study)
@@ -229,7 +234,7 @@ def run_study(
   rest = [c for c in cells if c.key not in {s.key for s in sweep_cells}]
   print(f"study {study['name']} ({scale}): {len(rest)} more cells -> {out}", flush=True)
   run_cells(plan, rest, out, t0)
-  report.write_report(study, out)
+  report.write_report(study, out, price)
   return cells
 
 

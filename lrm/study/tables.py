@@ -130,7 +130,9 @@ def content_section(study: Mapping[str, Any], rows: Sequence[Record], out: Path)
 
 
 def cost_section(study: Mapping[str, Any], rows: Sequence[Record], price: Any) -> list[str]:
-  """Training and inference costs per (task, mixer) at the middle size, equal parameters."""
+  """The report's "Cost" section: costs per (task, mixer) at the middle size and equal
+  parameters (test metric, FLOPs, training seconds and dollars, measured decode cost). The
+  report appends ``cost.study_table``'s dollars per 1M tokens for every rule under it."""
   rule = study["rules"][0]
   gs = groups([r for r in rows if r["rule"] == rule], ("task", "name", "size"))
   if not gs:

@@ -128,9 +128,7 @@ def _resume(p: Prepared, ckpts: Checkpoints, steps: Steps, batch: Any) -> tuple[
 
 def _train(p: Prepared, preempt: Preemption) -> dict[str, Any] | None:
   r = p.run
-  cfg, tc, task, wd, steps = r.config, r.config.train, r.task, r.workdir, r.steps
-  total, procs, lead = int(tc.steps), jax.process_count(), is_lead()
-  data_sh = sharding.batch_sharding(r.mesh)
+  wd, total, procs, lead = r.workdir, int(r.config.train.steps), jax.process_count(), is_lead()
   if preempt.is_set():
     raise Interrupted("stopped by SIGTERM before training started; rerun the same command")
   if p.restart and lead:
@@ -148,6 +146,26 @@ def _train(p: Prepared, preempt: Preemption) -> dict[str, Any] | None:
       if lead:
         print(f"{wd} holds a finished run; results.json is up to date", flush=True)
       return done
+  try:
+    return _train_session(p, preempt, ckpts)
+  except BaseException:
+    # let a failed background save finish failing before its unfinished files are removed
+    # (otherwise orbax's thread may create them after the removal) and the lock is released
+    try:
+      ckpts.close()
+    except Exception:  # noqa: BLE001 - the error being raised is the one to report
+      pass
+    if lead:
+      remove_unfinished_saves(wd)
+    raise
+
+
+def _train_session(p: Prepared, preempt: Preemption, ckpts: Checkpoints) -> dict[str, Any] | None:
+  """This session's steps, evaluations and saves, from the newest intact checkpoint."""
+  r = p.run
+  cfg, tc, task, wd, steps = r.config, r.config.train, r.task, r.workdir, r.steps
+  total, procs, lead = int(tc.steps), jax.process_count(), is_lead()
+  data_sh = sharding.batch_sharding(r.mesh)
   console.start_log()  # this session writes to the run: train.log gets its lines
   train_ds, pid = task.dataset("train"), jax.process_index()  # global batches, this host's rows
   first = sharding.host_rows(train_ds.train_batches(tc.batch_size, seed=cfg.seed), pid, procs)
