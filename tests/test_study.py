@@ -235,7 +235,8 @@ def test_report_answers_first_then_checklist_panel_and_costs(tiny_study):
   answer = text.split("**Q1** (recall):")[1].split("\n")[1]
   assert "local" in answer and "conv" in answer and "n = 2 seeds" in answer
   assert "| measured receptive field = analytic in every cell | PASS |" in text
-  assert "| full attention >= 0.99 on recall | not run yet |" in text
+  assert "| analytic FLOPs within 15% of XLA |" in text  # the tiny study has no checks of its own
+  assert "full attention >= 0.99" not in text and "Decision:" not in text
   assert (out / "recall.png").exists() and (out / "content_recall.png").exists()
   var = {
     line.split("|")[2].strip(): float(line.split("|")[4].split()[0])
@@ -298,16 +299,19 @@ def test_sanity_checklist_marks_pass_and_fail():
     rec("local", "s", 32, 0.95), rec("local", "l", 64, 0.99),
     rec("global", "l", 64, 0.995, rf_measured=7, rf_analytic=7, xla_ratio=0.97),
   ]  # fmt: skip
-  checks = {name: ok for name, ok, _ in verdicts.sanity(rows)}
+  study = grid.load_study(REPO / "experiments" / "studies" / "local_vs_conv.py", "small")
+  checks = {name: ok for name, ok, _ in verdicts.sanity(study, rows)}
   assert checks["full attention >= 0.99 on recall"] is True
   assert checks["conv < 0.5 at every width; gated_conv rises with width; local >= 0.9"] is True
   assert checks["analytic FLOPs within 15% of XLA"] is True
   rows[1]["value"] = 0.7  # the ungated conv learns recall at the largest width
   rows[-1]["xla_ratio"] = 0.5
-  checks = {name: ok for name, ok, _ in verdicts.sanity(rows)}
+  checks = {name: ok for name, ok, _ in verdicts.sanity(study, rows)}
   assert checks["conv < 0.5 at every width; gated_conv rises with width; local >= 0.9"] is False
   assert checks["analytic FLOPs within 15% of XLA"] is False
   assert checks["lm: full attention is not the worst (else: undertrained)"] is None
+  generic = [name for name, _, _ in verdicts.sanity({}, rows)]  # a study without checks
+  assert generic == ["measured receptive field = analytic in every cell", list(checks)[-1]]
 
 
 def test_hybrid_cell_expands_and_its_config_builds(tmp_path, tiny_config):

@@ -52,7 +52,11 @@ not beat local+local+global. Q3 is descriptive (a cost table and curves; no test
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+from lrm.study.verdicts import means, select, size_rank, wins
 
 Q1_CONVS = ["conv", "gated_conv", "dynamic_conv", "involution"]
 Q2_STACKS = ["conv+conv+global", "gated_conv+gated_conv+global", "bigbird", "hyena", "local"]
@@ -75,6 +79,103 @@ def comparisons() -> list[dict[str, Any]]:
     for b in ("gated_conv", "global")
   ]
   return q1 + q2 + q3
+
+
+# ---- decision rules and checks (pre-registered with the questions; lrm.study.verdicts) ----
+ATTENTION_SOLVES = 0.99  # full attention on recall
+CHANCE_MARGIN = 0.05  # "at chance": at most this above guessing among the context's values
+CONV_FAILS = 0.5  # the ungated conv stays below this accuracy at every width
+
+
+def decide(question: str, rows: Sequence[Mapping[str, Any]], higher: bool) -> str:
+  """The decision rule of Q1 or Q2 (module docstring) over the question's comparisons."""
+  if question not in ("Q1", "Q2"):
+    return ""  # Q3 is descriptive
+  won = [(r, wins(r, higher)) for r in rows]
+  if any(w is None for _, w in won):
+    return "Decision: pending (not every comparison has two or more paired seeds)."
+  if question == "Q1":
+    kinds: dict[str, list[bool]] = defaultdict(list)
+    for r, w in won:
+      kinds[r["b"]].append(bool(w))
+    beaten = [k for k, ws in kinds.items() if all(ws)]
+    matched = [k for k in kinds if k not in beaten]
+    return (
+      f"Decision: local attention beats {', '.join(beaten) or 'no convolution'} at every "
+      f"tested budget; it does not beat (matches) {', '.join(matched) or 'none'}."
+    )
+  alone = [w for r, w in won if r["b"] == "local"]
+  convs = [w for r, w in won if "conv" in r["b"] and "+" in r["b"]]
+  only = bool(alone and alone[0]) and not all(convs)
+  return (
+    "Decision: local attention is "
+    + ("" if only else "not shown to be ")
+    + "useful only in combination (rule: local+local+global beats local alone, and not "
+    "every conv+global stack is beaten by it)."
+  )
+
+
+def _bucket_beyond(test: Mapping[str, float]) -> str | None:
+  """The farthest distance bucket (``acc_d>N``) of a recall cell."""
+  far = [k for k in test if k.startswith("acc_d>")]
+  return far[0] if far else None
+
+
+def checks(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, bool | None, str]]:
+  """This study's sanity checks: (check, passed (None: not run yet), evidence)."""
+  out: list[tuple[str, bool | None, str]] = []
+  recall = sorted({r["task"] for r in records if r["task"].startswith("recall")})
+  # 1. full attention solves recall (every size)
+  groups = means(
+    [r for t in recall for r in select(records, task=t, mixer="global")], ("task", "size")
+  )
+  ok = all(v >= ATTENTION_SOLVES for v in groups.values()) if groups else None
+  ev = ", ".join(f"{t} {s}: {v:.3f}" for (t, s), v in sorted(groups.items()))
+  out.append((f"full attention >= {ATTENTION_SOLVES} on recall", ok, ev or "no cells"))
+  # 2. windowed single mixers at chance beyond their reach (recall at any distance): no
+  # better than guessing among the values in the context (1 / pairs), plus a margin
+  fg: dict[str, list] = defaultdict(list)
+  for r in select(records, task="recall_any"):
+    bucket = _bucket_beyond(r.get("test") or {})
+    if r.get("window") is not None and "+" not in r["mixer"] and bucket:
+      level = max(r.get("chance") or 0.0, r.get("chance_context") or 0.0)
+      fg[r["mixer"]].append((r["test"][bucket], level, bucket))
+  ok = all(v <= c + CHANCE_MARGIN for vs in fg.values() for v, c, _ in vs) if fg else None
+  ev = ", ".join(
+    f"{m} {vs[0][2]}: {sum(v for v, _, _ in vs) / len(vs):.3f} (guess {vs[0][1]:.3f})"
+    for m, vs in sorted(fg.items())
+  )
+  out.append(("windowed mixers at chance beyond their reach", ok, ev or "no cells"))
+  # 3. Zoology: ungated conv fails at every width, gated improves with width, attention high
+  conv, gated, local = (
+    means(select(records, task="recall_inside", mixer=m), ("size",))
+    for m in ("conv", "gated_conv", "local")
+  )
+  if conv and gated and local:
+    order = sorted(gated, key=lambda k: size_rank(records, k[0]))
+    ok = (
+      all(v < CONV_FAILS for v in conv.values())
+      and gated[order[-1]] > gated[order[0]]
+      and all(v >= 0.9 for v in local.values())
+    )
+    ev = "; ".join(
+      f"{name} " + ", ".join(f"{k[0]} {d[k]:.3f}" for k in order if k in d)
+      for name, d in (("conv", conv), ("gated_conv", gated), ("local", local))
+    )
+  else:
+    ok, ev = None, "no cells"
+  out.append(
+    (f"conv < {CONV_FAILS} at every width; gated_conv rises with width; local >= 0.9", ok, ev)
+  )
+  # 4. the LM is trained long enough that full attention is not the worst
+  lm = means(select(records, task="lm", rule="params_non_embedding"), ("mixer",))
+  if "global" in {k[0] for k in lm} and len(lm) > 1:
+    worst = max(lm, key=lm.get)[0]
+    ok, ev = worst != "global", f"worst bits per byte: {worst} ({lm[(worst,)]:.3f})"
+  else:
+    ok, ev = None, "no cells"
+  out.append(("lm: full attention is not the worst (else: undertrained)", ok, ev))
+  return out
 
 
 def get_study(scale: str = "small") -> dict[str, Any]:
@@ -108,6 +209,8 @@ def get_study(scale: str = "small") -> dict[str, Any]:
     lrs=[1e-3, 3e-3, 1e-2] if small else [3e-4, 1e-3, 3e-3],
     heads=4,
     comparisons=comparisons(),
+    decide=decide,
+    checks=checks,
     price_per_hour=0.10,  # dollars per machine-hour (lrm.analysis.cost's default VM)
     decode_context=1024,  # decode cost read from results/bench/decode_cpu.jsonl at this context
     tasks={

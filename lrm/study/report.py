@@ -159,14 +159,14 @@ def answers(study: Mapping[str, Any], rows: list[dict]) -> list[str]:
       lines += [f"**{q}** ({mine[0]['task']}):"]
       hib = higher.get(mine[0]["task"], True)
       lines += [verdicts.verdict_line(c, hib) for c in mine]
-      decision = verdicts.conclusion(q, mine, hib)
+      decision = verdicts.conclusion(study, q, mine, hib)
       lines += ["", decision, ""] if decision else [""]
   return [*lines, "Q3's costs are in the cost table below (training and inference).", ""]
 
 
-def sanity_section(rows: list[dict]) -> list[str]:
+def sanity_section(study: Mapping[str, Any], rows: list[dict]) -> list[str]:
   lines = ["## Sanity checklist", "", "| check | result | evidence |", "|---|---|---|"]
-  for name, ok, ev in verdicts.sanity(rows):
+  for name, ok, ev in verdicts.sanity(study, rows):
     mark = "not run yet" if ok is None else ("PASS" if ok else "FAIL")
     lines.append(f"| {name} | {mark} | {ev} |")
   return [*lines, ""]
@@ -218,7 +218,7 @@ def write_report(
     if plots.plot_curves(rows, task, study["rules"][0], plot):
       lines += [f"![{task}]({plot.name})", ""]
   lines += tables.sweep_section(sweep.load(out), diverged)
-  lines += sanity_section(rows)
+  lines += sanity_section(study, rows)
   lines += tables.content_section(study, rows, out)
   lines += tables.cost_section(study, rows, price)
   lines += cost_section(rows, out, price)

@@ -2,12 +2,14 @@
 
 A record is one finished cell of ``lrm.study.report.records`` (``summary.json``). Only
 cells at their arm's chosen learning rate (``in_study``) enter a comparison or a check.
+What a decision rule or a check says about particular mixers and tasks belongs to the study
+file (its ``decide`` and ``checks`` functions, which use the helpers here); this module names
+none.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -16,11 +18,7 @@ from lrm.study import stats
 
 Record = Mapping[str, Any]
 
-# Thresholds of the checklist (stated in REPORT.md next to each check).
-ATTENTION_SOLVES = 0.99  # full attention on recall
-CHANCE_MARGIN = 0.05  # "at chance": at most this above guessing among the context's values
-CONV_FAILS = 0.5  # the ungated conv stays below this accuracy at every width
-FLOPS_TOLERANCE = 0.15  # analytic within 15% of XLA's count
+FLOPS_TOLERANCE = 0.15  # the checklist: analytic within 15% of XLA's count
 
 
 def select(records: Sequence[Record], **where: Any) -> list[Record]:
@@ -56,7 +54,7 @@ def verdict_line(row: Mapping[str, Any], higher_is_better: bool) -> str:
   return f"- {where} " + test.verdict(row["a"], row["b"], higher_is_better)
 
 
-def _wins(row: Mapping[str, Any], higher_is_better: bool) -> bool | None:
+def wins(row: Mapping[str, Any], higher_is_better: bool) -> bool | None:
   """Whether ``a`` significantly beats ``b`` (None: not tested yet)."""
   t: stats.Paired = row["test"]
   if t.n < 2:
@@ -64,34 +62,13 @@ def _wins(row: Mapping[str, Any], higher_is_better: bool) -> bool | None:
   return t.significant and (t.diff.mean > 0) == higher_is_better
 
 
-def conclusion(question: str, rows: Sequence[Mapping[str, Any]], higher: bool) -> str:
-  """The pre-registered decision rule of Q1 or Q2 applied to its comparisons."""
-  if question not in ("Q1", "Q2"):
-    return ""  # Q3 is descriptive
-  wins = [(r, _wins(r, higher)) for r in rows]
-  if any(w is None for _, w in wins):
-    return "Decision: pending (not every comparison has two or more paired seeds)."
-  if question == "Q1":
-    kinds: dict[str, list[bool]] = defaultdict(list)
-    for r, w in wins:
-      kinds[r["b"]].append(bool(w))
-    beaten = [k for k, ws in kinds.items() if all(ws)]
-    matched = [k for k in kinds if k not in beaten]
-    return (
-      f"Decision: local attention beats {', '.join(beaten) or 'no convolution'} at every "
-      f"tested budget; it does not beat (matches) {', '.join(matched) or 'none'}."
-    )
-  if question == "Q2":
-    alone = [w for r, w in wins if r["b"] == "local"]
-    convs = [w for r, w in wins if "conv" in r["b"] and "+" in r["b"]]
-    only = bool(alone and alone[0]) and not all(convs)
-    return (
-      "Decision: local attention is "
-      + ("" if only else "not shown to be ")
-      + "useful only in combination (rule: local+local+global beats local alone, and not "
-      "every conv+global stack is beaten by it)."
-    )
-  return ""
+def conclusion(
+  study: Mapping[str, Any], question: str, rows: Sequence[Mapping[str, Any]], higher: bool
+) -> str:
+  """The study's pre-registered decision rule for ``question`` (its ``decide`` function,
+  given the question's compared rows) applied to them; "" when it has none."""
+  decide = study.get("decide")
+  return decide(question, rows, higher) if decide else ""
 
 
 def mean_of(records: Sequence[Record], field: str = "value") -> float:
@@ -99,57 +76,14 @@ def mean_of(records: Sequence[Record], field: str = "value") -> float:
   return sum(vals) / len(vals) if vals else math.nan
 
 
-def _bucket_beyond(test: Mapping[str, float]) -> str | None:
-  """The farthest distance bucket (``acc_d>N``) of a recall cell."""
-  far = [k for k in test if re.fullmatch(r"acc_d>\d+", k)]
-  return far[0] if far else None
-
-
-def sanity(records: Sequence[Record]) -> list[tuple[str, bool | None, str]]:
-  """The checklist: (check, passed (None: not run yet), evidence)."""
-  checks: list[tuple[str, bool | None, str]] = []
-  recall = sorted({r["task"] for r in records if r["task"].startswith("recall")})
-  # 1. full attention solves recall (every size)
-  rs = [r for t in recall for r in select(records, task=t, mixer="global")]
-  groups = _means(rs, ("task", "size"))
-  ok = all(v >= ATTENTION_SOLVES for v in groups.values()) if groups else None
-  ev = ", ".join(f"{t} {s}: {v:.3f}" for (t, s), v in sorted(groups.items()))
-  checks.append((f"full attention >= {ATTENTION_SOLVES} on recall", ok, ev or "no cells"))
-  # 2. windowed single mixers at chance beyond their reach (recall at any distance): no
-  # better than guessing among the values in the context (1 / pairs), plus a margin
-  fg: dict[str, list] = defaultdict(list)
-  for r in select(records, task="recall_any"):
-    bucket = _bucket_beyond(r.get("test") or {})
-    if r.get("window") is not None and "+" not in r["mixer"] and bucket:
-      level = max(r.get("chance") or 0.0, r.get("chance_context") or 0.0)
-      fg[r["mixer"]].append((r["test"][bucket], level, bucket))
-  ok = all(v <= c + CHANCE_MARGIN for vs in fg.values() for v, c, _ in vs) if fg else None
-  ev = ", ".join(
-    f"{m} {vs[0][2]}: {sum(v for v, _, _ in vs) / len(vs):.3f} (guess {vs[0][1]:.3f})"
-    for m, vs in sorted(fg.items())
-  )
-  checks.append(("windowed mixers at chance beyond their reach", ok, ev or "no cells"))
-  # 3. Zoology: ungated conv fails at every width, gated improves with width, attention high
-  conv = _means(select(records, task="recall_inside", mixer="conv"), ("size",))
-  gated = _means(select(records, task="recall_inside", mixer="gated_conv"), ("size",))
-  local = _means(select(records, task="recall_inside", mixer="local"), ("size",))
-  if conv and gated and local:
-    order = sorted(gated, key=lambda k: _size_rank(records, k[0]))
-    ok = (
-      all(v < CONV_FAILS for v in conv.values())
-      and gated[order[-1]] > gated[order[0]]
-      and all(v >= 0.9 for v in local.values())
-    )
-    ev = "; ".join(
-      f"{name} " + ", ".join(f"{k[0]} {d[k]:.3f}" for k in order if k in d)
-      for name, d in (("conv", conv), ("gated_conv", gated), ("local", local))
-    )
-  else:
-    ok, ev = None, "no cells"
-  checks.append(
-    (f"conv < {CONV_FAILS} at every width; gated_conv rises with width; local >= 0.9", ok, ev)
-  )
-  # 4. measured receptive field = analytic in every cell
+def sanity(
+  study: Mapping[str, Any], records: Sequence[Record]
+) -> list[tuple[str, bool | None, str]]:
+  """The checklist: (check, passed (None: not run yet), evidence). The study's own checks
+  (its ``checks(records)``, which may name mixers and tasks) come first, then those every
+  study gets: measured receptive fields and the FLOP count."""
+  checks = list(study["checks"](records)) if study.get("checks") else []
+  # measured receptive field = analytic in every cell
   fields = [r for r in records if r.get("rf_measured") is not None]
   bad = [r["key"] for r in fields if r["rf_measured"] != r["rf_analytic"]]
   checks.append(
@@ -160,7 +94,7 @@ def sanity(records: Sequence[Record]) -> list[tuple[str, bool | None, str]]:
       + (f"; not: {bad[:3]}" if bad else ""),
     )
   )
-  # 5. analytic FLOPs within 15% of XLA's count
+  # analytic FLOPs within 15% of XLA's count
   xs = [r for r in records if r.get("xla_ratio") is not None]
   off = [r for r in xs if abs(r["xla_ratio"] - 1) > FLOPS_TOLERANCE]
   ev = f"{len(xs) - len(off)}/{len(xs)} cells within; ratios " + (
@@ -173,24 +107,16 @@ def sanity(records: Sequence[Record]) -> list[tuple[str, bool | None, str]]:
       ev + (f"; outside: {sorted({r['name'] for r in off})}" if off else ""),
     )
   )
-  # 6. the LM is trained long enough that full attention is not the worst
-  lm = _means(select(records, task="lm", rule="params_non_embedding"), ("mixer",))
-  if "global" in {k[0] for k in lm} and len(lm) > 1:
-    worst = max(lm, key=lm.get)[0]
-    ok, ev = worst != "global", f"worst bits per byte: {worst} ({lm[(worst,)]:.3f})"
-  else:
-    ok, ev = None, "no cells"
-  checks.append(("lm: full attention is not the worst (else: undertrained)", ok, ev))
   return checks
 
 
-def _means(records: Sequence[Record], keys: tuple[str, ...]) -> dict[tuple, float]:
+def means(records: Sequence[Record], keys: tuple[str, ...]) -> dict[tuple, float]:
   groups: dict[tuple, list] = defaultdict(list)
   for r in records:
     groups[tuple(r[k] for k in keys)].append(r)
   return {k: mean_of(v) for k, v in groups.items()}
 
 
-def _size_rank(records: Sequence[Record], size: str) -> float:
+def size_rank(records: Sequence[Record], size: str) -> float:
   widths = [r.get("size_width") for r in records if r.get("size") == size]
   return float(widths[0]) if widths and widths[0] is not None else 0.0
