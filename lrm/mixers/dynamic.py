@@ -93,6 +93,15 @@ class WindowMixer(Mixer):
       return 2 * nb * T * c * T * D
     return 2 * L * L * D  # the gathered [L, S] band (no FLOPs) times the values
 
+  def algorithmic_flops(self, length: int) -> int:
+    """The operator's own work (``lrm.analysis.counting``): the unfolded K-tap count (2KD
+    per token for the taps), whatever kernel runs."""
+    impl, self._impl = self._impl, "unfold"
+    try:
+      return self.flops(length)
+    finally:
+      self._impl = impl
+
 
 @register("mixer", "dynamic_conv")
 class DynamicConv(WindowMixer):
@@ -191,15 +200,6 @@ class DynamicConv(WindowMixer):
     softmax = 5 * L * NK if self._impl != "dense" else 5 * L * L * self.num_heads
     return int(proj + softmax + self._mix_flops(L))
 
-  def algorithmic_flops(self, length: int) -> int:
-    """The operator's own work (``lrm.analysis.counting``): the unfolded K-tap count (2KD
-    per token for the taps), whatever kernel runs."""
-    impl, self._impl = self._impl, "unfold"
-    try:
-      return self.flops(length)
-    finally:
-      self._impl = impl
-
 
 @register("mixer", "involution")
 class Involution(WindowMixer):
@@ -279,12 +279,3 @@ class Involution(WindowMixer):
     hid = self.hidden
     proj = 2 * L * D * hid + 2 * L * hid + 2 * L * hid * NK + L * NK + 2 * L * D * D + L * D
     return int(proj + self._mix_flops(L))
-
-  def algorithmic_flops(self, length: int) -> int:
-    """The operator's own work (``lrm.analysis.counting``): the unfolded K-tap count (2KD
-    per token for the taps), whatever kernel runs."""
-    impl, self._impl = self._impl, "unfold"
-    try:
-      return self.flops(length)
-    finally:
-      self._impl = impl
