@@ -109,6 +109,17 @@ class WorkdirLock:
     self.release()
 
 
+def _orphaned_storage_read(record: logging.LogRecord, exc: BaseException | None) -> bool:
+  """asyncio's "Task exception was never retrieved" for a tensorstore read: orbax abandons the
+  other reads of a checkpoint once one fails, and the restore fallback has already reported
+  that step as damaged in one line (the record appears whenever the task is collected)."""
+  return (
+    exc is not None
+    and "exception was never retrieved" in record.getMessage()
+    and "tensorstore" in str(exc)
+  )
+
+
 class _ReportedElsewhere(logging.Filter):
   """Orbax's background threads log every failed write as an ERROR with a traceback; the
   scripts report the same failure once, in one line, so those records are dropped."""
@@ -119,6 +130,8 @@ class _ReportedElsewhere(logging.Filter):
     if any(m in record.getMessage() for m in IO_MARKERS):
       return False
     exc = record.exc_info[1] if record.exc_info else None
+    if _orphaned_storage_read(record, exc):
+      return False
     return exc is None or io_failure(exc) is None
 
 
