@@ -9,6 +9,9 @@ scripts/train.py).
 Writes <out>/REPORT.md with tables and PNG plots; every cell is a run directory under
 <out>/runs/ that scripts/evaluate.py can re-evaluate. --report_only rewrites the report from
 the cells' JSON files (lrm/study/report.py: nothing is restored or recomputed).
+--shard=i/n runs every n-th cell from the i-th: start n processes with the same --out and
+shards 0/n .. n-1/n to share the cores (tiny cells use them poorly alone); each waits for the
+whole learning-rate sweep before the rest, and the last to finish writes the full report.
 --price_per_hour and --machine price the report's dollars (default: the study file's
 price_per_hour and price_machine, else lrm/analysis/cost.py's assumed $0.10/h 2-vCPU VM).
 """
@@ -27,30 +30,42 @@ from lrm.train import guard
 EXIT_INTERRUPTED = 143  # scripts/train.py's code for a run stopped by SIGTERM
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+  """``"i/n"`` -> ``(i, n)``; ValueError (one line) unless 0 <= i < n."""
+  try:
+    i, n = (int(v) for v in text.split("/"))
+  except ValueError:
+    raise ValueError(f"--shard={text}: expected i/n, e.g. --shard=0/2") from None
+  if not 0 <= i < n:
+    raise ValueError(f"--shard={text}: need 0 <= i < n, e.g. --shard=1/2")
+  return i, n
+
+
 def main(argv: list[str] | None = None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[1])
   p.add_argument("--study", required=True, help="experiments/studies/<name>.py")
   p.add_argument("--out", required=True, help="output folder for run directories and REPORT.md")
   p.add_argument("--scale", default="small", choices=("small", "full"))
   p.add_argument("--only", default="", help="run only cells whose key contains this text")
+  p.add_argument("--shard", default="0/1", help="i/n: run every n-th cell from the i-th")
   p.add_argument("--report_only", action="store_true", help="rewrite REPORT.md from finished cells")
   p.add_argument("--list", action="store_true", help="print the cells and exit")
   p.add_argument("--price_per_hour", type=float, default=None, help="dollars per machine-hour")
   p.add_argument("--machine", default="the machine given by --price_per_hour")
   args = p.parse_args(argv)
   try:
+    shard = parse_shard(args.shard)
     price = None if args.price_per_hour is None else cost.Price(args.price_per_hour, args.machine)
     spec = grid.load_study(args.study, args.scale)
     if args.list:
-      chosen = {
-        (a["task"], a["mixer"], a["window"]): a["chosen"]
-        for a in sweep.load(args.out)
-        if a.get("chosen") is not None
-      }
+      chosen = sweep.chosen(sweep.load(args.out))
       cells = grid.expand(spec, chosen)
       for cell in cells:
         print(cell.key)
-      waiting = len(grid.arms(spec)) - len(chosen) if spec.get("lrs") else 0
+      keys = {
+        sweep.rate_key(spec, *a, s) for a in grid.arms(spec) for s in grid.sweep_sizes(spec, a[0])
+      }
+      waiting = len(keys - set(chosen)) if spec.get("lrs") else 0
       if waiting > 0:
         print(f"({waiting} arms wait for their learning-rate sweep)", file=sys.stderr)
       return 0
@@ -59,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
       return 0
     # Ctrl-C as a SIGTERM: the running cell saves and stops (lrm.train.guard.Preemption)
     signal.signal(signal.SIGINT, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
-    run.run_study(args.study, args.out, args.scale, only=args.only, price=price)
+    run.run_study(args.study, args.out, args.scale, only=args.only, price=price, shard=shard)
   except (guard.Interrupted, KeyboardInterrupt) as e:
     print(f"stopped: {e or 'interrupted'}; rerun the same command to resume", file=sys.stderr)
     return EXIT_INTERRUPTED

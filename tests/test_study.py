@@ -325,7 +325,7 @@ def test_hybrid_cell_expands_and_its_config_builds(tmp_path, tiny_config):
   study = grid.load_study(spec, "small")
   cell, other = grid.expand(study)  # the sweep: two rates, then nothing until one is chosen
   assert cell.key == "recall/conv+global-w2/params_non_embedding/s/lr0.003/seed0"
-  assert other.lr == 3e-2 and len(grid.expand(study, {cell.arm: 3e-2})) == 3
+  assert other.lr == 3e-2 and len(grid.expand(study, {(*cell.arm, None): 3e-2})) == 3
   cfg, match = grid.Planner(study).config(cell)
   assert abs(match.error) < 0.05 and cfg.optim.lr == 3e-3
   names = [s["name"] for s in cfg.model.mixer]
@@ -338,6 +338,37 @@ def test_hybrid_cell_expands_and_its_config_builds(tmp_path, tiny_config):
   tiny = grid.load_study(write_study(tmp_path / "t.py", tiny_config, ["local+global"]), "small")
   cfg, _ = grid.Planner(tiny).config(grid.expand(tiny)[0])
   assert [s["name"] for s in cfg.model.mixer] == ["local", "global"] and cfg.model.depth == 2
+
+
+@pytest.mark.slow
+def test_two_shards_share_a_per_size_sweep_and_every_cell_runs_once(tmp_path, tiny_config, cli):
+  """``sweep_every_size``: each size gets its own rate; two real processes split the grid
+  (``--shard``), the second waits for the first's sweep cells, and no cell runs twice."""
+  from conftest import finish
+
+  spec = write_study(tmp_path / "s.py", tiny_config, ["conv"])
+  text = spec.read_text().replace('sizes={"s": 16}', 'sizes={"s": 16, "m": 24}')
+  spec.write_text(text.replace("heads=2,", "heads=2, sweep_every_size=True,"))
+  study = grid.load_study(spec, "small")
+  assert [c.size for c in grid.sweep_cells(study)] == ["s", "s", "m", "m"]
+  out = tmp_path / "out"
+  procs = [cli("study.py", f"--study={spec}", f"--out={out}", f"--shard={i}/2") for i in (0, 1)]
+  logs = [finish(p) for p in procs]
+  for rc, _, err in logs:
+    assert rc == 0, err[-2000:]
+  arms = sweep.load(out)
+  assert sorted(a["size"] for a in arms) == ["m", "s"] and all(a["chosen"] for a in arms)
+  chosen = sweep.chosen(arms)
+  cells = grid.expand(study, chosen)
+  assert len(cells) == 6  # 2 sizes x 2 rates (seed 0) + 2 sizes at their rate (seed 1)
+  for c in cells:
+    assert (c.workdir(out) / "results.json").exists()
+    if c.seed == 1:
+      assert c.lr == chosen["recall", "conv", 2, c.size]
+  runs = [ln for _, o, _ in logs for ln in o.splitlines() if ln.startswith("[")]
+  assert len(runs) == 6 and len({r.split("]")[1].split(":")[0] for r in runs}) == 6
+  assert (out / "REPORT.md").exists()
+  assert script("study").main([f"--study={spec}", f"--out={out}", "--shard=2/2"]) == 2
 
 
 def test_study_errors_are_clear(tmp_path, tiny_config):
@@ -392,8 +423,9 @@ def test_flagship_study_grid_is_well_formed():
   assert "Holm" in text and "VALIDATION" in text
   assert len(study["seeds"]) >= 3 and len(study["lrs"]) >= 3
   sweep_cells = grid.sweep_cells(study)
-  assert {c.seed for c in sweep_cells} == {0} and {c.size for c in sweep_cells} == {"m"}
-  chosen = {arm: 3e-3 for arm in grid.arms(study)}
+  assert {c.seed for c in sweep_cells} == {0}
+  assert {c.size for c in sweep_cells} == set(study["sizes"])  # a rate per size
+  chosen = {sweep.rate_key(study, *c.arm, c.size): 3e-3 for c in sweep_cells}
   cells = grid.expand(study, chosen)
   assert len(cells) == len({c.key for c in cells})
   for task in study["tasks"]:
@@ -413,5 +445,5 @@ def test_flagship_study_grid_is_well_formed():
     assert {c["a"], c["b"]} <= {m for t, m, _ in arms if t == c["task"]}, c
   # the recall test sets have >= 2,000 queries; the LM's test split >= 200 KB (5% of 4 MB)
   inside = study["tasks"]["recall_inside"]["overrides"]
-  assert inside["data.num_test"] * 6 >= 2000
+  assert inside["data.num_test"] * inside["data.num_pairs"] >= 2000
   assert study["tasks"]["lm"]["overrides"]["data.corpus_bytes"] * 0.05 >= 200_000

@@ -1,11 +1,14 @@
 """The flagship study: local attention against convolutions of the same receptive field.
 
   python scripts/study.py --study=experiments/studies/local_vs_conv.py \\
-      --out=results/local_vs_conv                   # small: 228 cells, ~1.5 h, 2 cores
+      --out=results/local_vs_conv --shard=0/2 &     # small: 285 cells, ~1.5 h on 2 cores
+  python scripts/study.py --study=experiments/studies/local_vs_conv.py \
+      --out=results/local_vs_conv --shard=1/2       # (two processes share the cores)
   python scripts/study.py --study=experiments/studies/local_vs_conv.py --out=runs/lvc_full \\
       --scale=full                                  # GPU/TPU (README: "The flagship study")
 
-Pre-registered before any cell of this grid was run (issue 13). The questions, verbatim:
+Pre-registered before any cell of this grid was run (issue 13; design v2, see "Changes"
+below). The questions, verbatim:
 
 Q1 Inside its window, does local attention beat a convolution of the same receptive field,
    and which kind: static, gated, dynamic (GLU), involution? At equal parameters, equal
@@ -21,16 +24,27 @@ Design. Every windowed mixer gets the per-layer field of local attention of radi
 (conv kernel w+1 causal); models are sized to the cost of local attention (the reference)
 at three widths (``sizes``) under equal non-embedding parameters, and at the middle width
 under equal algorithmic training FLOPs (``lrm.analysis.counting``; recall_inside and lm).
-Learning rates: three per arm, swept at the middle size, first rule, seed 0, chosen on the
-VALIDATION metric (``lrm.study.sweep``), then used for every size and seed. Seeds 0, 1, 2.
-Equal training seconds is read off the curves (metric against measured training seconds,
-compilation and evaluation excluded); it is not a matched budget.
+Learning rates: three per arm AND SIZE, swept at the first rule, seed 0, chosen on the
+VALIDATION metric (``lrm.study.sweep``; ``sweep_every_size``), then used for that size's
+other seeds and rules. Seeds 0, 1, 2. Equal training seconds is read off the curves (metric
+against measured training seconds, compilation and evaluation excluded); it is not a
+matched budget.
 
-Tasks: ``recall_inside`` (MQAR with every answer within w of its query: Q1), ``recall_any``
-(answers at any distance up to the 64-token sequence: Q2), ``lm`` (bytes of the Python
-standard library, test split of 5% of 4 MB = 200 KB: Q3 and a sanity check on a real
-distribution). Recall test sets: 400 sequences x 6 queries = 2,400 queries. Steps (small):
-recall_inside 200, recall_any 400, lm 400.
+Tasks: ``recall_inside`` (MQAR, w = 16, 12 key-value pairs and 12 queries in 64 tokens,
+every answer within w of its query, so about four pairs share each window: Q1),
+``recall_any`` (w = 4, 6 pairs, answers at any distance up to the 64-token sequence: Q2),
+``lm`` (bytes of the Python standard library, test split of 5% of 4 MB = 200 KB: Q3 and a
+sanity check on a real distribution). Recall test sets: 400 sequences, 4,800 queries
+(inside) and 2,400 (any). Steps (small): recall_inside 300, recall_any 400, lm 1,000.
+
+Changes from design v1 (run once, results in git history at 838e666), decided from its
+sanity checks before any v2 cell ran: v1's inside-window task (w = 4, 6 pairs over 64
+tokens: about one pair per window) was solved by every mixer (0.976-0.995), the ungated
+conv included, so it could not separate kernels; a learning rate chosen at the middle
+width left full attention at 0.47 on recall_any at the largest (seeds 1.0, 0.20, 0.21),
+hence a rate per size; the LM chose the largest rate for every mixer and stayed
+undertrained at 400 steps, hence rates up to 3e-2 and 1,000 steps; gated_conv alone left
+recall_any (not in any comparison) to pay for the per-size sweep.
 
 Pre-registered comparisons (``comparisons``; a - b of the test metric, paired by seed):
   Q1 (recall_inside; equal non-embedding params at size l, and equal FLOPs at size m):
@@ -60,6 +74,7 @@ from lrm.study.verdicts import means, select, size_rank, wins
 
 Q1_CONVS = ["conv", "gated_conv", "dynamic_conv", "involution"]
 Q2_STACKS = ["conv+conv+global", "gated_conv+gated_conv+global", "bigbird", "hyena", "local"]
+INSIDE_PAIRS = 12  # recall_inside: key-value pairs (and queries) per 64-token sequence
 RULES = ["params_non_embedding", "flops"]
 
 
@@ -193,12 +208,8 @@ def get_study(scale: str = "small") -> dict[str, Any]:
     }
 
   recall_data = {"data.num_train": 8000, "data.num_val": 300, "data.num_test": 400}
-  recall = dict(
-    config="experiments/recall.py",
-    windows=[4] if small else [16],
-    reference=dict(mixer="local", window=4 if small else 16),
-    block=4 if small else 32,  # BigBird at 64 tokens: 8 of 16 blocks per query
-  )
+  recall = dict(config="experiments/recall.py", block=4 if small else 32)  # BigBird, 64 tokens
+  w_inside, w_any = (16, 4) if small else (32, 16)
   return dict(
     name="local_vs_conv",
     question=__doc__.split("Pre-registered before")[1].split("Design.")[0].split("\n", 1)[1],
@@ -207,6 +218,7 @@ def get_study(scale: str = "small") -> dict[str, Any]:
     rule_sizes={"flops": ["m"]},  # equal FLOPs at the middle size only (budget)
     sizes={"s": 32, "m": 48, "l": 64} if small else {"s": 128, "m": 256, "l": 512},
     lrs=[1e-3, 3e-3, 1e-2] if small else [3e-4, 1e-3, 3e-3],
+    sweep_every_size=True,  # a rate per size: v1's middle-size rate failed at the largest
     heads=4,
     comparisons=comparisons(),
     decide=decide,
@@ -217,21 +229,30 @@ def get_study(scale: str = "small") -> dict[str, Any]:
       "recall_inside": dict(
         **recall,
         arg=f"{size},distance=inside,window={{window}}",
-        overrides={**steps(200), **recall_data} if small else {},
+        overrides={
+          **steps(300),
+          **(recall_data if small else {}),
+          "data.num_pairs": INSIDE_PAIRS if small else 32,
+        },
         mixers=[*Q1_CONVS, "local", "global"],
+        windows=[w_inside],
+        reference=dict(mixer="local", window=w_inside),
       ),
       "recall_any": dict(
         **recall,
         arg=f"{size},distance=any,window={{window}}",
         # at 200 steps full attention reached only 0.81 at width 48 (undertrained)
         overrides={**steps(400), **recall_data} if small else {},
-        mixers=["local", "gated_conv", "global", "local+local+global", *Q2_STACKS[:-1]],
+        mixers=["local", "global", "local+local+global", *Q2_STACKS[:-1]],
+        windows=[w_any],
+        reference=dict(mixer="local", window=w_any),
         rules=RULES[:1],  # Q2 is asked at equal non-embedding parameters (budget)
       ),
       "lm": dict(
         config="experiments/lm.py",
         arg=f"{size},window={{window}}",
-        overrides={**steps(400), "data.corpus_bytes": 4_000_000} if small else {},
+        overrides={**steps(1000), "data.corpus_bytes": 4_000_000} if small else {},
+        lrs=[3e-3, 1e-2, 3e-2] if small else [1e-3, 3e-3, 1e-2],  # v1: all chose its largest
         mixers=["local", "gated_conv", "global", "hyena"],
         windows=[8] if small else [128],
         reference=dict(mixer="local", window=8 if small else 128),
@@ -239,5 +260,5 @@ def get_study(scale: str = "small") -> dict[str, Any]:
       ),
     },
     # effective kernels of every family: both recall tasks, middle size, every seed
-    content=dict(tasks=["recall_inside", "recall_any"], radius=6),
+    content=dict(tasks=["recall_inside", "recall_any"], radius=16 if small else 32),
   )

@@ -10,6 +10,9 @@ every mixer is sized to the reference's cost at that width under each rule (``ru
 may restrict a rule to some sizes). Learning rates: ``lrs=[...]`` are swept at the middle
 size, the first rule and the first seed (``sweep_cells``); the rate with the best
 *validation* metric (``lrm.study.sweep``) is then used for every size and seed (``expand``).
+With ``sweep_every_size=True`` the sweep runs at every size and each size uses its own rate
+(wider models often need smaller rates); ``lrm.study.sweep.rate_key`` names what one
+choice applies to.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import ml_collections
 from lrm.analysis import budget
 from lrm.mixers import presets
 from lrm.run import build_task
+from lrm.study import sweep
 from lrm.tasks import Task
 
 REQUIRED = ("name", "seeds", "rules", "tasks")
@@ -114,6 +118,14 @@ def middle_size(study: Mapping[str, Any], task: str) -> str | None:
   return names[len(names) // 2] if names else None
 
 
+def sweep_sizes(study: Mapping[str, Any], task: str) -> list[str | None]:
+  """The sizes where a task's rates are swept: every one with ``sweep_every_size``, else the
+  middle one."""
+  if study.get("sweep_every_size"):
+    return list(sizes(study, task)) or [None]
+  return [middle_size(study, task)]
+
+
 def arms(study: Mapping[str, Any]) -> list[tuple[str, str, int | None]]:
   """Every (task, mixer, window) of the study."""
   return [
@@ -125,23 +137,24 @@ def arms(study: Mapping[str, Any]) -> list[tuple[str, str, int | None]]:
 
 
 def sweep_cells(study: Mapping[str, Any]) -> list[Cell]:
-  """The learning-rate sweep: every rate of ``lrs`` per arm, at the middle size, the first
-  rule and the first seed ([] for a study without ``lrs``)."""
+  """The learning-rate sweep: every rate of ``lrs`` per arm, at the middle size (or every
+  size: ``sweep_sizes``), the first rule and the first seed ([] for a study without ``lrs``)."""
   if not study.get("lrs"):
     return []
   seed, rule = study["seeds"][0], study["rules"][0]
   return [
-    Cell(task, mixer, w, rule, seed, middle_size(study, task), float(lr))
+    Cell(task, mixer, w, rule, seed, size, float(lr))
     for task, mixer, w in arms(study)
+    for size in sweep_sizes(study, task)
     for lr in study["tasks"][task].get("lrs", study["lrs"])
   ]
 
 
 def expand(study: Mapping[str, Any], chosen: Mapping[tuple, float] | None = None) -> list[Cell]:
   """The sweep's cells, then every other cell, seed-major (a study stopped early has whole
-  seeds done, not whole mixers). With ``lrs``, an arm's cells appear once ``chosen`` (from
-  ``lrm.study.sweep.choose_all``) holds its rate; a cell that is also a sweep cell is listed
-  once."""
+  seeds done, not whole mixers). With ``lrs``, a cell appears once ``chosen`` (``{rate_key:
+  rate}``, from ``lrm.study.sweep.chosen``) holds its rate; a cell that is also a sweep cell
+  is listed once."""
   cells, seen = [], set()
   for c in sweep_cells(study):
     cells.append(c)
@@ -155,10 +168,10 @@ def expand(study: Mapping[str, Any], chosen: Mapping[tuple, float] | None = None
         allowed = (study.get("rule_sizes") or {}).get(rule)
         names = [n for n in sizes(study, tname) if allowed is None or n in allowed] or [None]
         for task, mixer, w in [a for a in arms(study) if a[0] == tname]:
-          lr = (chosen or {}).get((task, mixer, w)) if swept else None
-          if swept and lr is None:
-            continue  # waits for its sweep
           for size in names:
+            lr = (chosen or {}).get(sweep.rate_key(study, task, mixer, w, size)) if swept else None
+            if swept and lr is None:
+              continue  # waits for its sweep
             cell = Cell(task, mixer, w, rule, seed, size, lr)
             if cell.key not in seen:
               cells.append(cell)

@@ -71,8 +71,9 @@ def _record(study: Mapping[str, Any], info: dict, res: dict, wd: str, ctx: dict)
   seconds = res.get("train_time_s")
   decode = ctx["decode"].get(cell["mixer"], {})
   size = cell.get("size")
-  arm = (cell["task"], cell["mixer"], cell["window"])
-  chosen = ctx["chosen"].get(arm)
+  chosen = ctx["chosen"].get(
+    sweep.rate_key(study, cell["task"], cell["mixer"], cell["window"], size)
+  )
   return {
     **{k: cell.get(k) for k in ("task", "mixer", "window", "size", "rule", "lr", "seed")},
     "size_width": (study["tasks"][cell["task"]].get("sizes") or study.get("sizes") or {}).get(size),
@@ -111,7 +112,7 @@ def records(
   study: Mapping[str, Any], out: Path, price: cost.Price | None = None
 ) -> tuple[list[dict], list[dict]]:
   """(one record per finished cell, the cell.json of every diverged cell)."""
-  chosen = {(a["task"], a["mixer"], a["window"]): a["chosen"] for a in sweep.load(out)}
+  chosen = sweep.chosen(sweep.load(out))
   ctx = {"decode": decode_costs(study), "price": price or _price(study), "chosen": chosen}
   rows, diverged = [], []
   for cell_json in sorted((out / "runs").rglob("cell.json")):

@@ -200,15 +200,27 @@ def choose_rates(plan: grid.Planner, out: Path) -> dict[tuple, float]:
   arms whose sweep has finished."""
   by_arm: dict[tuple, dict[float, Path]] = {}
   for c in grid.sweep_cells(plan.study):
-    by_arm.setdefault(c.arm, {})[c.lr] = c.workdir(out)
+    key = sweep.rate_key(plan.study, c.task, c.mixer, c.window, c.size)
+    by_arm.setdefault(key, {})[c.lr] = c.workdir(out)
   arms = []
-  for (task, mixer, window), wds in by_arm.items():
+  for (task, mixer, window, size), wds in by_arm.items():
     cfg = grid.base_config(plan.study, task, window)
     mode = plan.task(task, cfg).main_mode
-    arms.append(sweep.read_arm(wds, task, mixer, window, mode))
+    arms.append(sweep.read_arm(wds, task, mixer, window, mode, size))
   if arms:
     sweep.write(arms, out)
-  return {(a.task, a.mixer, a.window): a.chosen for a in arms if a.chosen is not None}
+  return sweep.chosen([a.to_dict() | {"chosen": a.chosen} for a in arms])
+
+
+def wait_for(cells: list[grid.Cell], plan: grid.Planner, out: Path, poll_s: float = 10.0) -> None:
+  """Block until every one of ``cells`` has finished (run by other shards of the study)."""
+  first = plan.study["seeds"][0]
+  said = False
+  while left := [c for c in cells if not finished(c.workdir(out), c.seed == first)]:
+    if not said:
+      print(f"waiting for {len(left)} sweep cells of other shards", flush=True)
+      said = True
+    time.sleep(poll_s)
 
 
 def run_study(
@@ -217,22 +229,33 @@ def run_study(
   scale: str,
   only: str = "",
   price: cost.Price | None = None,
+  shard: tuple[int, int] = (0, 1),
 ) -> list[grid.Cell]:
   """Run every unfinished cell of the study (those whose key contains ``only``), then write
   the report (dollars at ``price``, default the study's): the learning-rate sweep first, then
   every cell at its arm's chosen rate. A SIGTERM stops the study (``guard.Interrupted``); the
-  same command resumes it."""
+  same command resumes it.
+
+  ``shard=(i, n)`` runs every n-th cell from the i-th, so n processes (each with its own
+  ``shard``, same ``out``) share the grid; each waits for the whole sweep before the rest.
+  Every run directory still has one writer: no two shards hold the same cell."""
+  i, n = shard
+  if not 0 <= i < n:
+    raise ValueError(f"shard {i}/{n}: need 0 <= i < n")
   study = grid.load_study(study_path, scale)
   out = Path(out)
   plan = grid.Planner(study)
   t0 = time.perf_counter()
-  sweep_cells = [c for c in grid.sweep_cells(study) if only in c.key]
+  all_sweep = [c for c in grid.sweep_cells(study) if only in c.key]
+  sweep_cells = all_sweep[i::n]
+  tag = f" shard {i}/{n}" if n > 1 else ""
   if sweep_cells:
-    print(f"study {study['name']} ({scale}): sweep of {len(sweep_cells)} cells -> {out}")
+    print(f"study {study['name']} ({scale}){tag}: sweep of {len(sweep_cells)} cells -> {out}")
     run_cells(plan, sweep_cells, out, t0)
+  wait_for(all_sweep, plan, out)
   cells = [c for c in grid.expand(study, choose_rates(plan, out)) if only in c.key]
-  rest = [c for c in cells if c.key not in {s.key for s in sweep_cells}]
-  print(f"study {study['name']} ({scale}): {len(rest)} more cells -> {out}", flush=True)
+  rest = [c for c in cells if c.key not in {s.key for s in all_sweep}][i::n]
+  print(f"study {study['name']} ({scale}){tag}: {len(rest)} more cells -> {out}", flush=True)
   run_cells(plan, rest, out, t0)
   report.write_report(study, out, price)
   return cells

@@ -24,13 +24,14 @@ FILE = "lr_sweep.json"
 
 @dataclass
 class Arm:
-  """One (task, mixer, window) sweep: per rate, the validation and test value."""
+  """One (task, mixer, window[, size]) sweep: per rate, the validation and test value."""
 
   task: str
   mixer: str
   window: int | None
   metric: str
   mode: str  # "max" or "min"
+  size: str | None = None  # None: the rate serves every size (swept at the middle one)
   validation: dict[float, float] = field(default_factory=dict)  # nan = diverged
   test: dict[float, float] = field(default_factory=dict)  # reported only
   missing: list[float] = field(default_factory=list)  # rates not finished yet
@@ -67,10 +68,15 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 
 def read_arm(
-  workdirs: Mapping[float, Path], task: str, mixer: str, window: int | None, mode: str
+  workdirs: Mapping[float, Path],
+  task: str,
+  mixer: str,
+  window: int | None,
+  mode: str,
+  size: str | None = None,
 ) -> Arm:
   """The sweep of one arm from its cells' run directories (``{lr: workdir}``)."""
-  arm = Arm(task, mixer, window, metric="", mode=mode)
+  arm = Arm(task, mixer, window, metric="", mode=mode, size=size)
   for lr, wd in sorted(workdirs.items()):
     res = _read(wd / "results.json")
     info = _read(wd / "cell.json") or {}
@@ -91,6 +97,24 @@ def write(arms: list[Arm], out: Path) -> Path:
   path = Path(out) / FILE
   path.write_text(json.dumps([a.to_dict() for a in arms], indent=1) + "\n")
   return path
+
+
+def rate_key(
+  study: Mapping[str, Any], task: str, mixer: str, window: int | None, size: str | None
+) -> tuple[str, str, int | None, str | None]:
+  """What one chosen rate applies to: ``(task, mixer, window, size)``, with ``size`` None
+  unless the study sweeps every size (then one rate serves all sizes)."""
+  return (task, mixer, window, size if study.get("sweep_every_size") else None)
+
+
+def chosen(records: list[dict[str, Any]]) -> dict[tuple, float]:
+  """``{(task, mixer, window, size): rate}`` of the finished arms of ``lr_sweep.json``
+  (``size`` None where one rate serves every size: ``rate_key``)."""
+  return {
+    (a["task"], a["mixer"], a["window"], a.get("size")): a["chosen"]
+    for a in records
+    if a.get("chosen") is not None
+  }
 
 
 def load(out: Path) -> list[dict[str, Any]]:
