@@ -148,6 +148,20 @@ def test_t_quantiles_and_intervals_match_tables():
   assert one.n == 1 and one.sd != one.sd and one.text() == "0.500 (n=1)"
 
 
+def test_plot_bands_stay_inside_the_metric_range():
+  from lrm.study import plots
+
+  bimodal = [1.0, 0.2, 0.21]  # full attention on recall_any in design v1: t-band below 0
+  s = stats.summarize(bimodal)
+  assert s.lo < 0
+  mean, lo, hi = plots.band(bimodal, "accuracy")
+  assert (mean, lo) == (pytest.approx(s.mean), 0.0) and hi == pytest.approx(min(s.hi, 1.0))
+  assert plots.band([0.99, 1.0, 0.98], "acc_d<=16")[2] == 1.0  # clipped at the top too
+  assert plots.band([0.1, 2.0, 2.1], "bits_per_byte")[1] == 0.0
+  assert plots.band([-3.0, 5.0], "delta")[1] < -3.0  # unknown metric: not clipped
+  assert plots.band([0.4], "accuracy") == (0.4, 0.4, 0.4)
+
+
 def test_paired_t_test_and_holm():
   p = stats.paired([1.0, 2.0, 3.0], [0.0, 0.0, 0.0], "d")  # t = 2 / (1 / sqrt 3), df 2
   assert p.t == pytest.approx(3.464102, abs=1e-6)

@@ -37,6 +37,24 @@ def curves(rows: Sequence[Mapping[str, Any]], task: str, rule: str) -> dict[str,
   return {name: sorted(d.items()) for name, d in sorted(by.items())}
 
 
+def metric_range(metric: str) -> tuple[float, float]:
+  """Values a metric can take: accuracies in [0, 1], losses and bits at least 0."""
+  if metric in ("accuracy", "exact") or metric.startswith("acc_"):
+    return 0.0, 1.0
+  if metric in ("loss", "bits_per_byte", "perplexity"):
+    return 0.0, np.inf
+  return -np.inf, np.inf
+
+
+def band(values: Sequence[float], metric: str) -> tuple[float, float, float]:
+  """(mean, low, high) of a 95% t-interval, clipped to what the metric can take (a t-band of
+  three seeds at 1.0, 0.2 and 0.2 would otherwise reach below 0); one value: no band."""
+  s = stats.summarize(values)
+  lo, hi = (s.lo, s.hi) if s.n > 1 else (s.mean, s.mean)
+  floor, ceil = metric_range(metric)
+  return s.mean, float(np.clip(lo, floor, ceil)), float(np.clip(hi, floor, ceil))
+
+
 def plot_curves(rows: Sequence[Mapping[str, Any]], task: str, rule: str, path: Path) -> bool:
   """Test metric (mean over seeds, 95% t-interval band) against each cost; False if empty."""
   data = curves(rows, task, rule)
@@ -49,10 +67,7 @@ def plot_curves(rows: Sequence[Mapping[str, Any]], task: str, rule: str, path: P
   cmap = plt.cm.tab10 if len(data) <= 10 else plt.cm.tab20
   for i, (name, points) in enumerate(data.items()):
     colour = cmap(i % cmap.N)
-    summ = [stats.summarize([r["value"] for r in rs]) for _, rs in points]
-    mean = np.array([s.mean for s in summ])
-    lo = np.array([s.lo if s.n > 1 else s.mean for s in summ])
-    hi = np.array([s.hi if s.n > 1 else s.mean for s in summ])
+    mean, lo, hi = np.array([band([r["value"] for r in rs], metric) for _, rs in points]).T
     for ax, (field, _) in zip(axes, COSTS, strict=True):
       xs = [
         np.mean([r[field] for r in rs if r.get(field) is not None] or [np.nan]) for _, rs in points
@@ -80,7 +95,7 @@ def plot_curves(rows: Sequence[Mapping[str, Any]], task: str, rule: str, path: P
     ax.grid(alpha=0.3, which="both")
   fig.suptitle(
     f"{task}: test {metric.replace('_', ' ')} against cost (equal {rule.replace('_', ' ')}; "
-    "mean over seeds, band = 95% t-interval)"
+    "mean over seeds, band = 95% t-interval, clipped to the metric's range)"
   )
   fig.legend(loc="center left", bbox_to_anchor=(0.8, 0.5), fontsize=8, frameon=False)
   fig.tight_layout(rect=(0, 0, 0.8, 0.95))
