@@ -223,6 +223,14 @@ def get_study(scale: str = "small") -> dict[str, Any]:
     comparisons=comparisons(),
     decide=decide,
     checks=checks,
+    limits=[
+      "The small scale ran as two processes sharing the 2 cores (`--shard=0/2`, `1/2`): each"
+      " cell's training seconds include contention with whichever cell ran beside it.",
+      "recall_inside holds 12 pairs per 64 tokens at w = 16 (about four per window); how the"
+      " convolutions fare at other densities and widths is not measured here.",
+      "Decode costs come from the decode benchmark's model (2 blocks, D = 256), not from the"
+      " study's trained models.",
+    ],
     price_per_hour=0.10,  # dollars per machine-hour (lrm.analysis.cost's default VM)
     decode_context=1024,  # decode cost read from results/bench/decode_cpu.jsonl at this context
     tasks={

@@ -175,7 +175,10 @@ def limits(study: Mapping[str, Any], rows: Sequence[Record]) -> list[str]:
     "  the curves over sizes show whether they persist as models grow.",
     "- Equal training seconds is read off the curves, not matched; seconds depend on the",
     "  kernels and on the machine's load.",
-    "- One window per task; the learning rate is tuned at one size and one seed.",
+    "- One window per task; the learning rate is tuned at "
+    + ("each size" if study.get("sweep_every_size") else "one size")
+    + " with one seed (seed 0's cells double as sweep cells).",
+    *(f"- {line}" for line in study.get("limits", [])),  # the study's own
   ]
   if thin:
     lines.append(f"- Fewer than {expected} seeds in some cells of: {', '.join(thin)}.")
