@@ -1,7 +1,7 @@
 """The flagship study: local attention against convolutions of the same receptive field.
 
   python scripts/study.py --study=experiments/studies/local_vs_conv.py \\
-      --out=results/local_vs_conv --shard=0/2 &     # small: 285 cells, ~1.5 h on 2 cores
+      --out=results/local_vs_conv --shard=0/2 &     # small: 303 cells, ~1.7 h on 2 cores
   python scripts/study.py --study=experiments/studies/local_vs_conv.py \
       --out=results/local_vs_conv --shard=1/2       # (two processes share the cores)
   python scripts/study.py --study=experiments/studies/local_vs_conv.py --out=runs/lvc_full \\
@@ -42,9 +42,10 @@ sanity checks before any v2 cell ran: v1's inside-window task (w = 4, 6 pairs ov
 tokens: about one pair per window) was solved by every mixer (0.976-0.995), the ungated
 conv included, so it could not separate kernels; a learning rate chosen at the middle
 width left full attention at 0.47 on recall_any at the largest (seeds 1.0, 0.20, 0.21),
-hence a rate per size; the LM chose the largest rate for every mixer and stayed
-undertrained at 400 steps, hence rates up to 3e-2 and 1,000 steps; gated_conv alone left
-recall_any (not in any comparison) to pay for the per-size sweep.
+hence a rate per size (and, added after v2's first 26 sweep cells chose 1e-2, the top
+rate, for most convolutions, 3e-2 for recall_inside); the LM chose the largest rate for
+every mixer and stayed undertrained at 400 steps, hence rates up to 3e-2 and 1,000 steps;
+gated_conv alone left recall_any (not in any comparison) to pay for the per-size sweep.
 
 Pre-registered comparisons (``comparisons``; a - b of the test metric, paired by seed):
   Q1 (recall_inside; equal non-embedding params at size l, and equal FLOPs at size m):
@@ -243,6 +244,8 @@ def get_study(scale: str = "small") -> dict[str, Any]:
           "data.num_pairs": INSIDE_PAIRS if small else 32,
         },
         mixers=[*Q1_CONVS, "local", "global"],
+        # the convolutions chose the top of 1e-3..1e-2 in the first sweep cells: one more
+        lrs=[1e-3, 3e-3, 1e-2, 3e-2] if small else [3e-4, 1e-3, 3e-3, 1e-2],
         windows=[w_inside],
         reference=dict(mixer="local", window=w_inside),
       ),
