@@ -203,6 +203,23 @@ def test_sweep_chooses_on_validation_even_when_test_disagrees(tmp_path):
   assert pending.chosen is None and pending.missing == [3e-3]
 
 
+def test_sweep_table_has_a_row_per_size_and_marks_rates_at_the_edge():
+  from lrm.study import tables
+
+  def arm(size, val, chosen):
+    rates = ["0.001", "0.003", "0.01"]
+    return dict(task="t", mixer="conv", window=4, size=size, metric="accuracy",
+                validation=dict(zip(rates, val, strict=True)), test={}, chosen=chosen)  # fmt: skip
+
+  text = "\n".join(
+    tables.sweep_section([arm("s", [0.1, 0.2, 0.3], 0.01), arm("l", [0.1, 0.3, 0.2], 0.003)], [])
+  )
+  assert "Every size (a rate per size)" in text
+  rows = [ln for ln in text.splitlines() if ln.startswith("| t |")]
+  assert rows[0].split("|")[3].strip() == "s" and rows[0].endswith("| 0.01 (edge) |")
+  assert rows[1].split("|")[3].strip() == "l" and rows[1].endswith("| 0.003 |")
+
+
 # ---- the tiny study, end to end ---------------------------------------------------------------
 
 

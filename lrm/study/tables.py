@@ -70,21 +70,28 @@ def sweep_section(arms: Sequence[Mapping[str, Any]], diverged: Sequence[Mapping]
   """The learning-rate sweep: validation (which chose) and test (reported only) per rate."""
   if not arms:
     return []
+  per_size = any(a.get("size") is not None for a in arms)
+  where = "Every size (a rate per size)" if per_size else "Middle size (one rate for all sizes)"
   lines = [
     "## Learning-rate sweep",
     "",
-    "Middle size, first rule, seed 0. The rate is chosen on the VALIDATION metric; the test",
-    "value is shown for transparency only. NaN = diverged.",
+    f"{where}, first rule, seed 0. The rate is chosen on the VALIDATION metric; the test",
+    "value is shown for transparency only. NaN = diverged. A chosen rate at either end of",
+    "the swept range is marked (edge): the best rate may lie outside it.",
     "",
-    "| task | mixer | metric | validation per lr | test per lr | chosen |",
-    "|---|---|---|---|---|---|",
+    "| task | mixer | size | metric | validation per lr | test per lr | chosen |",
+    "|---|---|---|---|---|---|---|",
   ]
   for a in arms:
     name = a["mixer"] + ("" if a["window"] is None else f"-w{a['window']}")
     val = ", ".join(f"{lr}: {fmt(v)}" for lr, v in a["validation"].items())
     test = ", ".join(f"{lr}: {fmt(v)}" for lr, v in a["test"].items())
+    rates = [float(lr) for lr in a["validation"]]
     chosen = "pending" if a.get("chosen") is None else f"{a['chosen']:g}"
-    lines.append(f"| {a['task']} | {name} | {a['metric']} | {val} | {test} | {chosen} |")
+    if a.get("chosen") is not None and len(rates) > 2 and a["chosen"] in (min(rates), max(rates)):
+      chosen += " (edge)"
+    size = a.get("size") or "-"
+    lines.append(f"| {a['task']} | {name} | {size} | {a['metric']} | {val} | {test} | {chosen} |")
   if diverged:
     lines += ["", "Diverged: " + ", ".join(f"`{d['key']}`" for d in diverged)]
   return [*lines, ""]
