@@ -7,8 +7,7 @@
   python scripts/study.py --study=experiments/studies/local_vs_conv.py --out=runs/lvc_full \\
       --scale=full                                  # GPU/TPU (README: "The flagship study")
 
-Pre-registered before any cell of this grid was run (issue 13; design v2, see "Changes"
-below). The questions, verbatim:
+Pre-registered before any cell of this grid was run (issue 13). The questions, verbatim:
 
 Q1 Inside its window, does local attention beat a convolution of the same receptive field,
    and which kind: static, gated, dynamic (GLU), involution? At equal parameters, equal
@@ -37,8 +36,8 @@ every answer within w of its query, so about four pairs share each window: Q1),
 sanity check on a real distribution). Recall test sets: 400 sequences, 4,800 queries
 (inside) and 2,400 (any). Steps (small): recall_inside 300, recall_any 400, lm 1,000.
 
-Changes from design v1 (run once, results in git history at 838e666), decided from its
-sanity checks before any v2 cell ran: v1's inside-window task (w = 4, 6 pairs over 64
+This is design v2. Changes from v1 (run once, results in git history at 838e666), decided
+from its sanity checks before any v2 cell ran: v1's inside-window task (w = 4, 6 pairs over 64
 tokens: about one pair per window) was solved by every mixer (0.976-0.995), the ungated
 conv included, so it could not separate kernels; a learning rate chosen at the middle
 width left full attention at 0.47 on recall_any at the largest (seeds 1.0, 0.20, 0.21),
