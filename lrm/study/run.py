@@ -209,7 +209,7 @@ def choose_rates(plan: grid.Planner, out: Path) -> dict[tuple, float]:
     arms.append(sweep.read_arm(wds, task, mixer, window, mode, size))
   if arms:
     sweep.write(arms, out)
-  return sweep.chosen([a.to_dict() | {"chosen": a.chosen} for a in arms])
+  return sweep.chosen([a.to_dict() for a in arms])
 
 
 def wait_for(cells: list[grid.Cell], plan: grid.Planner, out: Path, poll_s: float = 10.0) -> None:
