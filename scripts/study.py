@@ -31,7 +31,7 @@ EXIT_INTERRUPTED = 143  # scripts/train.py's code for a run stopped by SIGTERM
 
 
 def parse_shard(text: str) -> tuple[int, int]:
-  """``"i/n"`` -> ``(i, n)``; ValueError (one line) unless 0 <= i < n."""
+  """``"i/n"`` -> ``(i, n)``; ValueError (one line) unless 0 <= i < n, also for --list."""
   try:
     i, n = (int(v) for v in text.split("/"))
   except ValueError:
@@ -62,10 +62,8 @@ def main(argv: list[str] | None = None) -> int:
       cells = grid.expand(spec, chosen)
       for cell in cells:
         print(cell.key)
-      keys = {
-        sweep.rate_key(spec, *a, s) for a in grid.arms(spec) for s in grid.sweep_sizes(spec, a[0])
-      }
-      waiting = len(keys - set(chosen)) if spec.get("lrs") else 0
+      keys = {sweep.rate_key(spec, *c.arm, c.size) for c in grid.sweep_cells(spec)}
+      waiting = len(keys - set(chosen))
       if waiting > 0:
         print(f"({waiting} arms wait for their learning-rate sweep)", file=sys.stderr)
       return 0

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, script
+from conftest import REPO, finish, script
 from flax import nnx
 
 from lrm import mixers, tasks
@@ -375,8 +375,6 @@ def test_hybrid_cell_expands_and_its_config_builds(tmp_path, tiny_config):
 def test_two_shards_share_a_per_size_sweep_and_every_cell_runs_once(tmp_path, tiny_config, cli):
   """``sweep_every_size``: each size gets its own rate; two real processes split the grid
   (``--shard``), the second waits for the first's sweep cells, and no cell runs twice."""
-  from conftest import finish
-
   spec = write_study(tmp_path / "s.py", tiny_config, ["conv"])
   text = spec.read_text().replace('sizes={"s": 16}', 'sizes={"s": 16, "m": 24}')
   spec.write_text(text.replace("heads=2,", "heads=2, sweep_every_size=True,"))
@@ -400,6 +398,7 @@ def test_two_shards_share_a_per_size_sweep_and_every_cell_runs_once(tmp_path, ti
   assert len(runs) == 6 and len({r.split("]")[1].split(":")[0] for r in runs}) == 6
   assert (out / "REPORT.md").exists()
   assert script("study").main([f"--study={spec}", f"--out={out}", "--shard=2/2"]) == 2
+  assert script("study").main([f"--study={spec}", f"--out={out}", "--shard=two"]) == 2
 
 
 def test_study_errors_are_clear(tmp_path, tiny_config):
