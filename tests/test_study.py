@@ -459,6 +459,8 @@ def test_flagship_study_grid_is_well_formed():
   cells = grid.expand(study, chosen)
   assert len(cells) == len({c.key for c in cells})
   for task in study["tasks"]:
+    if study["tasks"][task].get("follow_up"):
+      continue  # a longer run of another task at one width (checked below)
     by_mixer = {c.mixer for c in cells if c.task == task}
     for mixer in by_mixer:  # >= 3 sizes per (task, mixer) at equal non-embedding params
       sizes = {
@@ -473,7 +475,53 @@ def test_flagship_study_grid_is_well_formed():
   for c in study["comparisons"]:
     assert c["rule"] in study["rules"] and c["size"] in study["sizes"]
     assert {c["a"], c["b"]} <= {m for t, m, _ in arms if t == c["task"]}, c
+  # design v3's follow-up: recall_any's arms, 4x the steps, its own sweep of 3 rates
+  long, short = (study["tasks"][t] for t in ("recall_any_long", "recall_any"))
+  assert long["follow_up"] == "recall_any" and set(long["mixers"]) == set(short["mixers"])
+  assert long["overrides"]["train.steps"] == 4 * short["overrides"]["train.steps"]
+  assert len(long["lrs"]) >= 3 and {c.size for c in cells if c.task == "recall_any_long"} == {"l"}
+  q2 = [c["task"] for c in study["comparisons"] if c["question"] == "Q2"]
+  assert q2 == ["recall_any_long"] * 5 + ["recall_any"] * 5
+  full = grid.load_study(Path("experiments/studies/local_vs_conv.py"), "full")
+  assert "recall_any_long" not in full["tasks"] and len(full["comparisons"]) == 15
   # the recall test sets have >= 2,000 queries; the LM's test split >= 200 KB (5% of 4 MB)
   inside = study["tasks"]["recall_inside"]["overrides"]
   assert inside["data.num_test"] * inside["data.num_pairs"] >= 2000
   assert study["tasks"]["lm"]["overrides"]["data.corpus_bytes"] * 0.05 >= 200_000
+
+
+def test_flagship_answers_a_question_per_task_and_flags_an_undertrained_lm():
+  from lrm.study import report
+
+  study = grid.load_study(REPO / "experiments" / "studies" / "local_vs_conv.py", "small")
+
+  def rec(task: str, mixer: str, seed: int, value: float, size: str = "l") -> dict:
+    metric = "bits_per_byte" if task == "lm" else "accuracy"
+    rule = "flops" if task == "lm" else "params_non_embedding"
+    return dict(task=task, mixer=mixer, rule=rule, size=size, seed=seed, value=value,
+                metric=metric, in_study=True)  # fmt: skip
+
+  rows = []
+  for seed in range(3):
+    for task, stack, alone in (("recall_any_long", 0.95, 0.1), ("recall_any", 0.3, 0.1)):
+      rows += [rec(task, "local+local+global", seed, stack + 0.01 * seed)]
+      rows += [rec(task, b, seed, alone + 0.02 * seed) for b in ("local", "hyena", "bigbird")]
+      rows += [rec(task, b, seed, stack + 0.013 * seed) for b in ("conv+conv+global",)]
+      rows += [rec(task, "gated_conv+gated_conv+global", seed, stack - 0.2 + 0.011 * seed)]
+  text = "\n".join(report.answers(study, rows))
+  long_at, short_at = text.index("**Q2** (recall_any_long):"), text.index("**Q2** (recall_any):")
+  assert long_at < short_at
+  long_part, short_part = text[long_at:short_at], text[short_at:]
+  assert "local+local+global is better (local+local+global - local =" in long_part
+  assert "Decision: local attention is useful only in combination" in long_part
+  assert "n = 3 seeds" in short_part and "Decision:" in short_part
+  lm = [rec("lm", m, s, v, size) for s in range(3) for size in ("s", "l")
+        for m, v in (("global", 2.3), ("local", 2.2))]  # fmt: skip
+  for r in lm:
+    r["rule"] = "params_non_embedding"
+  notes = study["notes"](lm)
+  assert "Undertrained" in notes["lm"] and "2 of 2 widths" in notes["lm"]
+  assert "recall_any_long" in notes
+  for r in lm:
+    r["value"] = 4.4 - r["value"]  # full attention now the best at every width
+  assert "lm" not in study["notes"](lm)

@@ -155,10 +155,11 @@ def answers(study: Mapping[str, Any], rows: list[dict]) -> list[str]:
     "",
   ]
   for q in ("Q1", "Q2", "Q3"):
-    mine = [c for c in compared if c["question"] == q]
-    if mine:
-      lines += [f"**{q}** ({mine[0]['task']}):"]
-      hib = higher.get(mine[0]["task"], True)
+    tasks = dict.fromkeys(c["task"] for c in compared if c["question"] == q)  # spec order
+    for task in tasks:  # a question asked on two tasks is answered on each, in order
+      mine = [c for c in compared if (c["question"], c["task"]) == (q, task)]
+      lines += [f"**{q}** ({task}):"]
+      hib = higher.get(task, True)
       lines += [verdicts.verdict_line(c, hib) for c in mine]
       decision = verdicts.conclusion(study, q, mine, hib)
       lines += ["", decision, ""] if decision else [""]
@@ -209,8 +210,10 @@ def write_report(
     *missing_section(rows),
     *answers(study, rows),
   ]
+  notes = study["notes"](rows) if study.get("notes") else {}
   for task in study["tasks"]:
     lines += [f"## {task}", ""]
+    lines += [notes[task], ""] if task in notes else []
     for rule in study["rules"]:
       table = tables.task_table(rows, task, rule)
       if table:
