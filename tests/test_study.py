@@ -482,6 +482,12 @@ def test_flagship_study_grid_is_well_formed():
   assert len(long["lrs"]) >= 3 and {c.size for c in cells if c.task == "recall_any_long"} == {"l"}
   q2 = [c["task"] for c in study["comparisons"] if c["question"] == "Q2"]
   assert q2 == ["recall_any_long"] * 5 + ["recall_any"] * 5
+  long, short = (study["tasks"][t] for t in ("lm_long", "lm"))
+  assert long["follow_up"] == "lm" and set(long["mixers"]) == set(short["mixers"])
+  assert long["overrides"]["train.steps"] == 3 * short["overrides"]["train.steps"]
+  assert len(long["lrs"]) >= 3 and {c.size for c in cells if c.task == "lm_long"} == {"m"}
+  q3 = [c["task"] for c in study["comparisons"] if c["question"] == "Q3"]
+  assert q3 == ["lm_long"] * 2 + ["lm"] * 2
   full = grid.load_study(Path("experiments/studies/local_vs_conv.py"), "full")
   assert "recall_any_long" not in full["tasks"] and len(full["comparisons"]) == 15
   # the recall test sets have >= 2,000 queries; the LM's test split >= 200 KB (5% of 4 MB)
@@ -521,7 +527,10 @@ def test_flagship_answers_a_question_per_task_and_flags_an_undertrained_lm():
     r["rule"] = "params_non_embedding"
   notes = study["notes"](lm)
   assert "Undertrained" in notes["lm"] and "2 of 2 widths" in notes["lm"]
-  assert "recall_any_long" in notes
+  assert "recall_any_long" in notes and "Undertrained" not in notes["lm_long"]
+  checks = {name: ok for name, ok, _ in verdicts.sanity(study, lm)}
+  assert checks["lm: full attention is not the worst (else: undertrained)"] is False
+  assert "lm_long: full attention is not the worst (else: undertrained)" not in checks
   for r in lm:
     r["value"] = 4.4 - r["value"]  # full attention now the best at every width
   assert "lm" not in study["notes"](lm)

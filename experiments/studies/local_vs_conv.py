@@ -54,8 +54,14 @@ comparisons had intervals of +-0.5 to +-1.1 and could not answer. The follow-up 
 arms 4x longer (1,600 steps) at width 64 only, with its own sweep of three rates shifted one
 step down (3e-4, 1e-3, 3e-3: at 400 steps 1e-2 left every stack at chance, and longer
 training favours smaller rates), seeds 0, 1, 2, equal non-embedding parameters. Its five
-comparisons join the family below (Holm over 20) and are answered first under Q2; the
-400-step ones stay in the report.
+comparisons join the family below and are answered first under Q2; the 400-step ones stay
+in the report.
+
+Design v3 follow-up (lm_long), added while recall_any_long ran and before any of its cells
+ran: at 1,000 steps full attention had the worst bits per byte at every width, impossible at
+convergence, so the LM ranking measured learning speed. The follow-up trains the four LM
+arms 3x longer (3,000 steps) at width 48 (equal non-embedding parameters), with their own
+sweep of the same three rates, seeds 0, 1, 2, and asks Q3's two comparisons there too.
 
 Pre-registered comparisons (``comparisons``; a - b of the test metric, paired by seed):
   Q1 (recall_inside; equal non-embedding params at size l, and equal FLOPs at size m):
@@ -63,10 +69,11 @@ Pre-registered comparisons (``comparisons``; a - b of the test metric, paired by
   Q2 (recall_any_long, then recall_any; equal non-embedding params at size l):
      local+local+global vs conv+conv+global, vs gated_conv+gated_conv+global, vs bigbird,
      vs hyena, and vs local alone
-  Q3 (lm; bits per byte, lower is better; equal FLOPs at size m):
+  Q3 (lm; bits per byte, lower is better; equal FLOPs at size m; lm_long: equal
+     non-embedding parameters at size m):
      local vs gated_conv, local vs global
-Correction: Holm-Bonferroni over all 20 comparisons together (family-wise 5%; 15 before the
-follow-up, and 15 at full scale, which has no follow-up).
+Correction: Holm-Bonferroni over all 22 comparisons together (family-wise 5%; 15 before the
+follow-ups, and 15 at full scale, which has none).
 
 Decision rules: "a beats b" iff the Holm-adjusted paired t-test rejects at 5% and the mean
 difference favours a; otherwise the report says "no significant difference", whatever the
@@ -104,7 +111,8 @@ def comparisons(follow_up: bool = True) -> list[dict[str, Any]]:
     for b in Q2_STACKS
   ]
   q3 = [
-    dict(question="Q3", task="lm", a="local", b=b, rule="flops", size="m")
+    dict(question="Q3", task=task, a="local", b=b, rule=rule, size="m")
+    for task, rule in ([("lm_long", RULES[0])] if follow_up else []) + [("lm", "flops")]
     for b in ("gated_conv", "global")
   ]
   return q1 + q2 + q3
@@ -197,13 +205,16 @@ def checks(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, bool | None,
     (f"conv < {CONV_FAILS} at every width; gated_conv rises with width; local >= 0.9", ok, ev)
   )
   # 4. the LM is trained long enough that full attention is not the worst
-  lm = means(select(records, task="lm", rule="params_non_embedding"), ("mixer",))
-  if "global" in {k[0] for k in lm} and len(lm) > 1:
-    worst = max(lm, key=lm.get)[0]
-    ok, ev = worst != "global", f"worst bits per byte: {worst} ({lm[(worst,)]:.3f})"
-  else:
-    ok, ev = None, "no cells"
-  out.append(("lm: full attention is not the worst (else: undertrained)", ok, ev))
+  for task in ("lm", "lm_long"):
+    lm = means(select(records, task=task, rule="params_non_embedding"), ("mixer",))
+    if "global" in {k[0] for k in lm} and len(lm) > 1:
+      worst = max(lm, key=lm.get)[0]
+      ok, ev = worst != "global", f"worst bits per byte: {worst} ({lm[(worst,)]:.3f})"
+    elif task == "lm_long":
+      continue  # full scale has no follow-up
+    else:
+      ok, ev = None, "no cells"
+    out.append((f"{task}: full attention is not the worst (else: undertrained)", ok, ev))
   return out
 
 
@@ -214,15 +225,21 @@ def notes(records: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     "steps) at width 64 only, with their own learning-rate sweep. One width: a point per "
     "mixer, not a curve."
   }
-  lm = means(select(records, task="lm", rule="params_non_embedding"), ("mixer", "size"))
-  sizes = {s for _, s in lm}
-  worst = [s for s in sizes if max((v, m) for (m, z), v in lm.items() if z == s)[1] == "global"]
-  if worst:
-    out["lm"] = (
-      f"**Undertrained**: full attention has the worst bits per byte at "
-      f"{len(worst)} of {len(sizes)} widths, impossible at convergence (it sees every byte "
-      "the windowed mixers see); at 1,000 steps the ranking measures learning speed."
-    )
+  out["lm_long"] = (
+    "Design v3's follow-up: the LM's arms trained 3x longer (3,000 steps) at width 48 only, "
+    "with their own learning-rate sweep. One width: a point per mixer, not a curve."
+  )
+  for task, steps in (("lm", "1,000"), ("lm_long", "3,000")):
+    lm = means(select(records, task=task, rule="params_non_embedding"), ("mixer", "size"))
+    sizes = {s for _, s in lm}
+    worst = [s for s in sizes if max((v, m) for (m, z), v in lm.items() if z == s)[1] == "global"]
+    if worst:
+      out[task] = (
+        f"**Undertrained**: full attention has the worst bits per byte at {len(worst)} of "
+        f"{len(sizes)} widths, impossible at convergence (it sees every byte the windowed "
+        f"mixers see); at {steps} steps the ranking measures learning speed. "
+        + (out.get(task) or "")
+      ).strip()
   return out
 
 
@@ -255,6 +272,20 @@ def get_study(scale: str = "small") -> dict[str, Any]:
     reference=dict(mixer="local", window=w_any),
     rules=RULES[:1],
     follow_up="recall_any",  # the same task, longer: one width, not a curve
+  )
+  lm_mixers = ["local", "gated_conv", "global", "hyena"]
+  long_lm = dict(  # design v3's second follow-up: the LM 3x longer at the middle width
+    config="experiments/lm.py",
+    arg=f"{size},window={{window}}",
+    overrides={**steps(3000), "data.corpus_bytes": 4_000_000},
+    sizes={"m": 48},
+    lrs=[3e-3, 1e-2, 3e-2],
+    mixers=lm_mixers,
+    windows=[8],
+    reference=dict(mixer="local", window=8),
+    block=16,
+    rules=RULES[:1],
+    follow_up="lm",
   )
   return dict(
     name="local_vs_conv",
@@ -313,12 +344,13 @@ def get_study(scale: str = "small") -> dict[str, Any]:
         rules=RULES[:1],  # Q2 is asked at equal non-embedding parameters (budget)
       ),
       **({"recall_any_long": long_recall} if small else {}),
+      **({"lm_long": long_lm} if small else {}),
       "lm": dict(
         config="experiments/lm.py",
         arg=f"{size},window={{window}}",
         overrides={**steps(1000), "data.corpus_bytes": 4_000_000} if small else {},
         lrs=[3e-3, 1e-2, 3e-2] if small else [1e-3, 3e-3, 1e-2],  # v1: all chose its largest
-        mixers=["local", "gated_conv", "global", "hyena"],
+        mixers=lm_mixers,
         windows=[8] if small else [128],
         reference=dict(mixer="local", window=8 if small else 128),
         block=16 if small else 64,
