@@ -162,6 +162,28 @@ def test_plot_bands_stay_inside_the_metric_range():
   assert plots.band([0.4], "accuracy") == (0.4, 0.4, 0.4)
 
 
+def test_a_task_at_one_width_is_drawn_as_ranked_intervals(tmp_path):
+  from lrm.study import plots
+
+  def rec(name: str, width: int, value: float, seed: int) -> dict:
+    return dict(task="lm", rule="p", name=name, size="m", size_width=width, value=value,
+                seed=seed, metric="bits_per_byte", chance=8.0, in_study=True,
+                params_non_embedding=100, train_flops_per_token=10, train_seconds=1.0)  # fmt: skip
+
+  one = [rec(n, 48, v + 0.01 * s, s) for s in range(3) for n, v in (("a", 2.0), ("b", 1.9))]
+  assert plots.plot_curves(one, "lm", "p", tmp_path / "one.png")
+  assert (tmp_path / "one.png").stat().st_size > 0
+  data = plots.curves(one, "lm", "p")
+  assert all(len(points) == 1 for points in data.values())
+  means = {
+    n: plots.band([r["value"] for r in pts[0][1]], "bits_per_byte") for n, pts in data.items()
+  }
+  assert plots.ranked(means, lower_is_better=True) == ["b", "a"]
+  assert plots.ranked(means, lower_is_better=False) == ["a", "b"]
+  two = one + [rec("a", 64, 1.8, s) for s in range(3)]  # a second width: curves again
+  assert plots.plot_curves(two, "lm", "p", tmp_path / "two.png")
+
+
 def test_paired_t_test_and_holm():
   p = stats.paired([1.0, 2.0, 3.0], [0.0, 0.0, 0.0], "d")  # t = 2 / (1 / sqrt 3), df 2
   assert p.t == pytest.approx(3.464102, abs=1e-6)

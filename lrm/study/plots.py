@@ -60,6 +60,8 @@ def plot_curves(rows: Sequence[Mapping[str, Any]], task: str, rule: str, path: P
   data = curves(rows, task, rule)
   if not data:
     return False
+  if all(len(points) == 1 for points in data.values()):
+    return plot_points(data, task, rule, path)  # one width: no curve to draw
   plt = _pyplot()
   first = next(iter(data.values()))[0][1][0]
   metric, chance = first["metric"], first.get("chance")
@@ -99,6 +101,51 @@ def plot_curves(rows: Sequence[Mapping[str, Any]], task: str, rule: str, path: P
   )
   fig.legend(loc="center left", bbox_to_anchor=(0.8, 0.5), fontsize=8, frameon=False)
   fig.tight_layout(rect=(0, 0, 0.8, 0.95))
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return True
+
+
+def ranked(stats_of: Mapping[str, tuple[float, float, float]], lower_is_better: bool) -> list:
+  """Mixer names by mean (``stats_of[name][0]``), best first."""
+  return sorted(stats_of, key=lambda n: stats_of[n][0], reverse=not lower_is_better)
+
+
+def plot_points(data: Mapping[str, list[tuple]], task: str, rule: str, path: Path) -> bool:
+  """A task run at one width: each mixer's mean with its 95% t-interval and every seed, best
+  first; the chance line only where it falls near the values (8 bits per byte would flatten
+  every difference). Costs are in the report's table beside it."""
+  plt = _pyplot()
+  first = next(iter(data.values()))[0][1][0]
+  metric, chance = first["metric"], first.get("chance")
+  lo_is_best = metric_range(metric)[1] == np.inf  # bits, losses
+  stats_of = {name: band([r["value"] for r in pts[0][1]], metric) for name, pts in data.items()}
+  order = ranked(stats_of, lo_is_best)
+  fig, ax = plt.subplots(figsize=(8, 0.45 * len(order) + 1.6))
+  for y, name in enumerate(order):
+    mean, lo, hi = stats_of[name]
+    ax.errorbar(mean, y, xerr=[[mean - lo], [hi - mean]], fmt="o", color="C0", capsize=4)
+    seeds = [r["value"] for r in data[name][0][1]]
+    ax.plot(seeds, [y] * len(seeds), "x", color="grey", ms=5)
+  values = [v for s in stats_of.values() for v in s]
+  span = max(values) - min(values) or 1.0
+  if chance is not None and min(values) - span <= chance <= max(values) + span:
+    ax.axvline(chance, color="grey", ls="--", lw=1)
+    ax.annotate(
+      f" chance {chance:.3g}", (chance, 0.02), xycoords=("data", "axes fraction"),
+      fontsize=8, color="grey",
+    )  # fmt: skip
+  ax.set_yticks(range(len(order)), order)
+  ax.invert_yaxis()  # best on top
+  ax.set_xlabel(f"test {metric.replace('_', ' ')}" + (" (lower is better)" if lo_is_best else ""))
+  ax.grid(alpha=0.3, axis="x")
+  size = first.get("size")
+  ax.set_title(
+    f"{task}: one width ({size}), equal {rule.replace('_', ' ')}\n"
+    "mean with 95% t-interval (o, bar) and each seed (x)",
+    fontsize=10,
+  )
+  fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
   return True
