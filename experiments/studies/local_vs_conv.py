@@ -315,6 +315,13 @@ def get_study(scale: str = "small") -> dict[str, Any]:
       " sit below 1 by the FFT's share of the work; every other mixer is within 4%.",
       "Decode costs come from the decode benchmark's model (2 blocks, D = 256), not from the"
       " study's trained models.",
+      "The two follow-ups (recall_any_long, lm_long) were designed after v2's results were"
+      " seen, though before any of their own cells ran; each runs at one width, so it adds a"
+      " point per mixer, not a curve.",
+      "Most follow-up arms chose the top rate of their sweep ('edge' in the sweep table):"
+      " 3e-3 on recall_any_long, where the next rate up, 1e-2, left every global stack at"
+      " chance after 400 steps (recall_any's sweep); 3e-2 for gated_conv and hyena on"
+      " lm_long, as on lm.",
     ],
     price_per_hour=0.10,  # dollars per machine-hour (lrm.analysis.cost's default VM)
     decode_context=1024,  # decode cost read from results/bench/decode_cpu.jsonl at this context
