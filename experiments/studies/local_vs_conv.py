@@ -1,7 +1,7 @@
 """The flagship study: local attention against convolutions of the same receptive field.
 
   python scripts/study.py --study=experiments/studies/local_vs_conv.py \\
-      --out=results/local_vs_conv --shard=0/2 &     # small: 303 cells, ~1.7 h on 2 cores
+      --out=results/local_vs_conv --shard=0/2 &     # small: 358 cells, ~3.4 h on 2 cores
   python scripts/study.py --study=experiments/studies/local_vs_conv.py \
       --out=results/local_vs_conv --shard=1/2       # (two processes share the cores)
   python scripts/study.py --study=experiments/studies/local_vs_conv.py --out=runs/lvc_full \\
