@@ -362,6 +362,11 @@ def test_sanity_checklist_marks_pass_and_fail():
   checks = {name: ok for name, ok, _ in verdicts.sanity(study, rows)}
   assert checks["conv < 0.5 at every width; gated_conv rises with width; local >= 0.9"] is False
   assert checks["analytic FLOPs within 15% of XLA"] is False
+  rows.append(rec("global", "s", 32, 0.9, seed=1))  # a seed that falls short is named
+  evidence = {name: ev for name, _, ev in verdicts.sanity(study, rows)}
+  assert "recall_inside s: 0.900 (seed 1: 0.900)" in evidence["full attention >= 0.99 on recall"]
+  assert "recall_inside l: 0.995," in evidence["full attention >= 0.99 on recall"] + ","
+  rows.pop()
   assert checks["lm: full attention is not the worst (else: undertrained)"] is None
   generic = [name for name, _, _ in verdicts.sanity({}, rows)]  # a study without checks
   assert generic == ["measured receptive field = analytic in every cell", list(checks)[-1]]

@@ -163,11 +163,18 @@ def checks(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, bool | None,
   out: list[tuple[str, bool | None, str]] = []
   recall = sorted({r["task"] for r in records if r["task"].startswith("recall")})
   # 1. full attention solves recall (every size)
-  groups = means(
-    [r for t in recall for r in select(records, task=t, mixer="global")], ("task", "size")
-  )
+  full = [r for t in recall for r in select(records, task=t, mixer="global")]
+  groups = means(full, ("task", "size"))
   ok = all(v >= ATTENTION_SOLVES for v in groups.values()) if groups else None
-  ev = ", ".join(f"{t} {s}: {v:.3f}" for (t, s), v in sorted(groups.items()))
+
+  def seeds(t: str, s: str) -> str:  # why a mean falls short: its cells, seed by seed
+    cells = sorted((r["seed"], r["value"]) for r in full if (r["task"], r["size"]) == (t, s))
+    return " (" + ", ".join(f"seed {i}: {v:.3f}" for i, v in cells) + ")"
+
+  ev = ", ".join(
+    f"{t} {s}: {v:.3f}" + (seeds(t, s) if v < ATTENTION_SOLVES else "")
+    for (t, s), v in sorted(groups.items())
+  )
   out.append((f"full attention >= {ATTENTION_SOLVES} on recall", ok, ev or "no cells"))
   # 2. windowed single mixers at chance beyond their reach (recall at any distance): no
   # better than guessing among the values in the context (1 / pairs), plus a margin
