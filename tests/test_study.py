@@ -502,19 +502,15 @@ def test_flagship_study_grid_is_well_formed():
   for c in study["comparisons"]:
     assert c["rule"] in study["rules"] and c["size"] in study["sizes"]
     assert {c["a"], c["b"]} <= {m for t, m, _ in arms if t == c["task"]}, c
-  # design v3's follow-up: recall_any's arms, 4x the steps, its own sweep of 3 rates
-  long, short = (study["tasks"][t] for t in ("recall_any_long", "recall_any"))
-  assert long["follow_up"] == "recall_any" and set(long["mixers"]) == set(short["mixers"])
-  assert long["overrides"]["train.steps"] == 4 * short["overrides"]["train.steps"]
-  assert len(long["lrs"]) >= 3 and {c.size for c in cells if c.task == "recall_any_long"} == {"l"}
-  q2 = [c["task"] for c in study["comparisons"] if c["question"] == "Q2"]
-  assert q2 == ["recall_any_long"] * 5 + ["recall_any"] * 5
-  long, short = (study["tasks"][t] for t in ("lm_long", "lm"))
-  assert long["follow_up"] == "lm" and set(long["mixers"]) == set(short["mixers"])
-  assert long["overrides"]["train.steps"] == 3 * short["overrides"]["train.steps"]
-  assert len(long["lrs"]) >= 3 and {c.size for c in cells if c.task == "lm_long"} == {"m"}
-  q3 = [c["task"] for c in study["comparisons"] if c["question"] == "Q3"]
-  assert q3 == ["lm_long"] * 2 + ["lm"] * 2
+  # design v3's follow-ups: the same arms, k x the steps at one width, their own sweep of 3
+  # rates, asked the question's comparisons first
+  for task, q, k, size, n in (("recall_any", "Q2", 4, "l", 5), ("lm", "Q3", 3, "m", 2)):
+    long, short = study["tasks"][f"{task}_long"], study["tasks"][task]
+    assert long["follow_up"] == task and set(long["mixers"]) == set(short["mixers"])
+    assert long["overrides"]["train.steps"] == k * short["overrides"]["train.steps"]
+    assert len(long["lrs"]) >= 3 and {c.size for c in cells if c.task == f"{task}_long"} == {size}
+    asked = [c["task"] for c in study["comparisons"] if c["question"] == q]
+    assert asked == [f"{task}_long"] * n + [task] * n
   full = grid.load_study(Path("experiments/studies/local_vs_conv.py"), "full")
   assert "recall_any_long" not in full["tasks"] and len(full["comparisons"]) == 15
   # the recall test sets have >= 2,000 queries; the LM's test split >= 200 KB (5% of 4 MB)
