@@ -99,7 +99,7 @@ RULES = ["params_non_embedding", "flops"]
 
 def comparisons(follow_up: bool = True) -> list[dict[str, Any]]:
   """The pre-registered comparisons, in the order the report answers them (``follow_up``:
-  with design v3's longer recall_any, small scale only)."""
+  with those of design v3's follow-ups, small scale only)."""
   q1 = [
     dict(question="Q1", task="recall_inside", a="local", b=conv, rule=rule, size=size)
     for rule, size in (("params_non_embedding", "l"), ("flops", "m"))
@@ -227,15 +227,12 @@ def checks(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, bool | None,
 
 def notes(records: Sequence[Mapping[str, Any]]) -> dict[str, str]:
   """A line under a task's heading in REPORT.md: what its table cannot say by itself."""
+  follow_up = "arms trained {} longer ({} steps) at width {} only, with their own learning-rate"
+  follow_up = "Design v3's follow-up: {}'s " + follow_up + " sweep. One width: a point per mixer."
   out = {
-    "recall_any_long": "Design v3's follow-up: recall_any's arms trained 4x longer (1,600 "
-    "steps) at width 64 only, with their own learning-rate sweep. One width: a point per "
-    "mixer, not a curve."
+    "recall_any_long": follow_up.format("recall_any", "4x", "1,600", 64),
+    "lm_long": follow_up.format("lm", "3x", "3,000", 48),
   }
-  out["lm_long"] = (
-    "Design v3's follow-up: the LM's arms trained 3x longer (3,000 steps) at width 48 only, "
-    "with their own learning-rate sweep. One width: a point per mixer, not a curve."
-  )
   for task, steps in (("lm", "1,000"), ("lm_long", "3,000")):
     lm = means(select(records, task=task, rule="params_non_embedding"), ("mixer", "size"))
     sizes = {s for _, s in lm}
@@ -268,33 +265,8 @@ def get_study(scale: str = "small") -> dict[str, Any]:
   recall = dict(config="experiments/recall.py", block=4 if small else 32)  # BigBird, 64 tokens
   w_inside, w_any = (16, 4) if small else (32, 16)
   q2_mixers = ["local", "global", "local+local+global", *Q2_STACKS[:-1]]
-  long_recall = dict(  # design v3's follow-up: Q2's arms trained 4x longer at the largest width
-    **recall,
-    arg=f"{size},distance=any,window={{window}}",
-    overrides={**steps(1600), **recall_data},
-    sizes={"l": 64},
-    lrs=[3e-4, 1e-3, 3e-3],
-    mixers=q2_mixers,
-    windows=[w_any],
-    reference=dict(mixer="local", window=w_any),
-    rules=RULES[:1],
-    follow_up="recall_any",  # the same task, longer: one width, not a curve
-  )
   lm_mixers = ["local", "gated_conv", "global", "hyena"]
-  long_lm = dict(  # design v3's second follow-up: the LM 3x longer at the middle width
-    config="experiments/lm.py",
-    arg=f"{size},window={{window}}",
-    overrides={**steps(3000), "data.corpus_bytes": 4_000_000},
-    sizes={"m": 48},
-    lrs=[3e-3, 1e-2, 3e-2],
-    mixers=lm_mixers,
-    windows=[8],
-    reference=dict(mixer="local", window=8),
-    block=16,
-    rules=RULES[:1],
-    follow_up="lm",
-  )
-  return dict(
+  study = dict(
     name="local_vs_conv",
     question=__doc__.split("Pre-registered before")[1].split("Design.")[0].split("\n", 1)[1],
     seeds=[0, 1, 2],
@@ -357,8 +329,6 @@ def get_study(scale: str = "small") -> dict[str, Any]:
         reference=dict(mixer="local", window=w_any),
         rules=RULES[:1],  # Q2 is asked at equal non-embedding parameters (budget)
       ),
-      **({"recall_any_long": long_recall} if small else {}),
-      **({"lm_long": long_lm} if small else {}),
       "lm": dict(
         config="experiments/lm.py",
         arg=f"{size},window={{window}}",
@@ -373,3 +343,20 @@ def get_study(scale: str = "small") -> dict[str, Any]:
     # effective kernels of every family: both recall tasks, middle size, every seed
     content=dict(tasks=["recall_inside", "recall_any"], radius=16 if small else 32),
   )
+  if small:  # design v3's follow-ups (module docstring): Q2's arms 4x longer, the LM 3x
+    tasks = study["tasks"]
+    tasks["recall_any_long"] = longer(tasks, "recall_any", 1600, {"l": 64}, [3e-4, 1e-3, 3e-3])
+    tasks["lm_long"] = longer(tasks, "lm", 3000, {"m": 48}, [3e-3, 1e-2, 3e-2])
+  return study
+
+
+def longer(
+  tasks: Mapping[str, Any], name: str, steps: int, sizes: dict[str, int], lrs: list[float]
+) -> dict[str, Any]:
+  """Task ``name`` trained for ``steps`` at ``sizes`` only, with its own sweep of ``lrs``, at
+  equal non-embedding parameters (one width: a point per mixer, not a curve)."""
+  task = tasks[name]
+  schedule = {"train.steps": steps, "train.eval_every": steps, "train.checkpoint_every": steps}
+  overrides = {**task["overrides"], **schedule, "train.log_every": steps // 4}
+  return {**task, "overrides": overrides, "sizes": sizes, "lrs": lrs, "rules": RULES[:1],
+          "follow_up": name}  # fmt: skip
