@@ -300,7 +300,7 @@ def get_study(scale: str = "small") -> dict[str, Any]:
       "Most follow-up arms chose the top rate of their sweep ('edge' in the sweep table):"
       " 3e-3 on recall_any_long, where the next rate up, 1e-2, left every global stack at"
       " chance after 400 steps (recall_any's sweep); 3e-2 for gated_conv and hyena on"
-      " lm_long, as on lm.",
+      " lm_long, as at widths 32 and 48 on lm.",
     ],
     price_per_hour=0.10,  # dollars per machine-hour (lrm.analysis.cost's default VM)
     decode_context=1024,  # decode cost read from results/bench/decode_cpu.jsonl at this context
