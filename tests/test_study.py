@@ -550,7 +550,11 @@ def test_flagship_answers_a_question_per_task_and_flags_an_undertrained_lm():
     r["rule"] = "params_non_embedding"
   notes = study["notes"](lm)
   assert "Undertrained" in notes["lm"] and "2 of 2 widths" in notes["lm"]
-  assert "recall_any_long" in notes and "Undertrained" not in notes["lm_long"]
+  assert "Undertrained" not in notes.get("lm_long", "")
+  follow = report.follow_up_note(study, "recall_any_long")
+  assert follow.startswith("A follow-up of recall_any: its arms trained for 1,600 steps")
+  assert "(against 400) at width 64 only" in follow
+  assert report.follow_up_note(study, "recall_any") is None
   checks = {name: ok for name, ok, _ in verdicts.sanity(study, lm)}
   assert checks["lm: full attention is not the worst (else: undertrained)"] is False
   assert "lm_long: full attention is not the worst (else: undertrained)" not in checks

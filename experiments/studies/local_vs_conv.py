@@ -227,12 +227,7 @@ def checks(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, bool | None,
 
 def notes(records: Sequence[Mapping[str, Any]]) -> dict[str, str]:
   """A line under a task's heading in REPORT.md: what its table cannot say by itself."""
-  follow_up = "arms trained {} longer ({} steps) at width {} only, with their own learning-rate"
-  follow_up = "Design v3's follow-up: {}'s " + follow_up + " sweep. One width: a point per mixer."
-  out = {
-    "recall_any_long": follow_up.format("recall_any", "4x", "1,600", 64),
-    "lm_long": follow_up.format("lm", "3x", "3,000", 48),
-  }
+  out = {}
   for task, steps in (("lm", "1,000"), ("lm_long", "3,000")):
     lm = means(select(records, task=task, rule="params_non_embedding"), ("mixer", "size"))
     sizes = {s for _, s in lm}
@@ -241,10 +236,19 @@ def notes(records: Sequence[Mapping[str, Any]]) -> dict[str, str]:
       out[task] = (
         f"**Undertrained**: full attention has the worst bits per byte at {len(worst)} of "
         f"{len(sizes)} widths, impossible at convergence (it sees every byte the windowed "
-        f"mixers see); at {steps} steps the ranking measures learning speed. "
-        + (out.get(task) or "")
-      ).strip()
+        f"mixers see); at {steps} steps the ranking measures learning speed."
+      )
   return out
+
+
+def schedule(n: int) -> dict[str, int]:
+  """``n`` steps with one validation and checkpoint, at the end (budget; cells are short)."""
+  return {
+    "train.steps": n,
+    "train.eval_every": n,
+    "train.checkpoint_every": n,
+    "train.log_every": n // 4,
+  }
 
 
 def get_study(scale: str = "small") -> dict[str, Any]:
@@ -252,14 +256,7 @@ def get_study(scale: str = "small") -> dict[str, Any]:
   size = "size=small" if small else "size=full"
 
   def steps(n: int) -> dict[str, Any]:
-    if not small:
-      return {}
-    return {  # one validation and checkpoint, at the end (budget; cells are short)
-      "train.steps": n,
-      "train.eval_every": n,
-      "train.checkpoint_every": n,
-      "train.log_every": n // 4,
-    }
+    return schedule(n) if small else {}
 
   recall_data = {"data.num_train": 8000, "data.num_val": 300, "data.num_test": 400}
   recall = dict(config="experiments/recall.py", block=4 if small else 32)  # BigBird, 64 tokens
@@ -356,7 +353,6 @@ def longer(
   """Task ``name`` trained for ``steps`` at ``sizes`` only, with its own sweep of ``lrs``, at
   equal non-embedding parameters (one width: a point per mixer, not a curve)."""
   task = tasks[name]
-  schedule = {"train.steps": steps, "train.eval_every": steps, "train.checkpoint_every": steps}
-  overrides = {**task["overrides"], **schedule, "train.log_every": steps // 4}
+  overrides = {**task["overrides"], **schedule(steps)}
   return {**task, "overrides": overrides, "sizes": sizes, "lrs": lrs, "rules": RULES[:1],
           "follow_up": name}  # fmt: skip

@@ -46,6 +46,11 @@ def metric_range(metric: str) -> tuple[float, float]:
   return -np.inf, np.inf
 
 
+def lower_is_better(metric: str) -> bool:
+  """Losses, bits and perplexity (unbounded above) improve downwards; accuracies upwards."""
+  return metric_range(metric)[1] == np.inf
+
+
 def band(values: Sequence[float], metric: str) -> tuple[float, float, float]:
   """(mean, low, high) of a 95% t-interval, clipped to what the metric can take (a t-band of
   three seeds at 1.0, 0.2 and 0.2 would otherwise reach below 0); one value: no band."""
@@ -118,7 +123,7 @@ def plot_points(data: Mapping[str, list[tuple]], task: str, rule: str, path: Pat
   plt = _pyplot()
   first = next(iter(data.values()))[0][1][0]
   metric, chance = first["metric"], first.get("chance")
-  lo_is_best = metric_range(metric)[1] == np.inf  # bits, losses
+  lo_is_best = lower_is_better(metric)
   stats_of = {name: band([r["value"] for r in pts[0][1]], metric) for name, pts in data.items()}
   order = ranked(stats_of, lo_is_best)
   fig, ax = plt.subplots(figsize=(8, 0.45 * len(order) + 1.6))

@@ -146,7 +146,7 @@ def answers(study: Mapping[str, Any], rows: list[dict]) -> list[str]:
   if not specs:
     return []
   compared = verdicts.compare(rows, specs)
-  higher = {r["task"]: r["metric"] != "bits_per_byte" for r in rows}
+  higher = {r["task"]: not plots.lower_is_better(r["metric"]) for r in rows}
   lines = [
     "## Answers",
     "",
@@ -189,6 +189,21 @@ def cost_section(rows: list[dict[str, Any]], out: Path, price: cost.Price) -> li
   return cost.study_table(runs, price)
 
 
+def follow_up_note(study: Mapping[str, Any], task: str) -> str | None:
+  """What a task with ``follow_up`` (another task's arms, trained longer at some widths) is."""
+  t = study["tasks"][task]
+  base = t.get("follow_up")
+  if not base:
+    return None
+  steps = [(study["tasks"][k].get("overrides") or {}).get("train.steps") for k in (task, base)]
+  longer = f" for {steps[0]:,} steps (against {steps[1]:,})" if all(steps) else " longer"
+  widths = ", ".join(str(w) for w in (t.get("sizes") or study.get("sizes") or {}).values())
+  return (
+    f"A follow-up of {base}: its arms trained{longer} at width {widths} only, with their own "
+    "learning-rate sweep; one width gives a point per mixer, not a curve."
+  )
+
+
 def write_report(
   study: Mapping[str, Any], out: Path | str, price: cost.Price | None = None
 ) -> Path:
@@ -213,7 +228,8 @@ def write_report(
   notes = study["notes"](rows) if study.get("notes") else {}
   for task in study["tasks"]:
     lines += [f"## {task}", ""]
-    lines += [notes[task], ""] if task in notes else []
+    note = " ".join(n for n in (notes.get(task), follow_up_note(study, task)) if n)
+    lines += [note, ""] if note else []
     for rule in study["rules"]:
       table = tables.task_table(rows, task, rule)
       if table:
