@@ -93,11 +93,12 @@ def session_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
   env["LRM_DATA_CACHE"] = str(tmp_path_factory.mktemp("data_cache"))
   # one cache for all xdist workers (their temp dirs share a parent): a program one worker
   # compiled is loaded by the others. A half-written entry fails to decompress and is compiled.
-  root = tmp_path_factory.getbasetemp()
-  shared = root.parent / "jax_cache" if os.environ.get("PYTEST_XDIST_WORKER") else None
-  if shared is not None:
-    shared.mkdir(exist_ok=True)
-  env["JAX_COMPILATION_CACHE_DIR"] = str(shared or tmp_path_factory.mktemp("jax_cache"))
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    cache = tmp_path_factory.getbasetemp().parent / "jax_cache"
+    cache.mkdir(exist_ok=True)
+  else:
+    cache = tmp_path_factory.mktemp("jax_cache")
+  env["JAX_COMPILATION_CACHE_DIR"] = str(cache)
   env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
   env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
   env["JAX_PLATFORMS"] = "cpu"
@@ -194,8 +195,8 @@ def metric_records(workdir: Path) -> list[dict]:
 
 @pytest.fixture(scope="session", autouse=True)
 def shared_compilation_cache(session_env: dict[str, str]):
-  """In-process compiles use the subprocesses' persistent cache too: a program compiled by a
-  test (the tiny runs' steps) is loaded, not compiled again, by a later run in this worker."""
+  """In-process compiles use the subprocesses' persistent cache too: a program compiled once
+  (the tiny runs' steps) is loaded, not compiled again, by later runs in any worker."""
   import jax
 
   keys = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
