@@ -77,6 +77,12 @@ def get_config(arg=None):
 # The reference run: every checkpointing/resume test compares against it.
 REFERENCE = "steps=12,ckpt=1"
 
+# The persistent compilation cache keeps every program, however small or quick to compile.
+CACHE_EVERYTHING = {
+  "jax_persistent_cache_min_compile_time_secs": 0.0,
+  "jax_persistent_cache_min_entry_size_bytes": 0,
+}
+
 
 @pytest.fixture(scope="session")
 def tiny_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -99,8 +105,7 @@ def session_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
   else:
     cache = tmp_path_factory.mktemp("jax_cache")
   env["JAX_COMPILATION_CACHE_DIR"] = str(cache)
-  env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-  env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+  env.update({k.upper(): str(v) for k, v in CACHE_EVERYTHING.items()})
   env["JAX_PLATFORMS"] = "cpu"
   env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
   return env
@@ -199,12 +204,11 @@ def shared_compilation_cache(session_env: dict[str, str]):
   (the tiny runs' steps) is loaded, not compiled again, by later runs in any worker."""
   import jax
 
-  keys = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
-  keys += ("jax_persistent_cache_min_entry_size_bytes",)
-  old = {k: getattr(jax.config, k) for k in keys}
-  jax.config.update("jax_compilation_cache_dir", session_env["JAX_COMPILATION_CACHE_DIR"])
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  settings = {"jax_compilation_cache_dir": session_env["JAX_COMPILATION_CACHE_DIR"]}
+  settings.update(CACHE_EVERYTHING)
+  old = {k: getattr(jax.config, k) for k in settings}
+  for k, v in settings.items():
+    jax.config.update(k, v)
   yield
   for k, v in old.items():
     jax.config.update(k, v)
