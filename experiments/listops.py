@@ -33,15 +33,13 @@ import math
 
 import ml_collections
 
-from lrm.config import base_config, parse_arg, set_mixer
+from lrm.config import base_config, is_small, parse_arg, set_mixer
 from lrm.mixers import presets
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   v = parse_arg(arg, mixer="local", size="small", window=0, rotary=True)
-  if v.size not in ("small", "full"):
-    raise ValueError(f"unknown size '{v.size}'; use small or full")
-  small = v.size == "small"
+  small = is_small(v.size)
   c = base_config()
   c.task = "listops"
   c.data = ml_collections.ConfigDict(dict(path="", seed=0, max_depth=10, max_args=10))

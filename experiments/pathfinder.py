@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from lrm.config import base_config, parse_arg, set_mixer
+from lrm.config import base_config, is_small, parse_arg, set_mixer
 from lrm.mixers import presets
 
 
@@ -42,9 +42,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   v = parse_arg(
     arg, mixer="local", size="small", window=32, difficulty="curv_contour_length_14", rotary=True
   )
-  if v.size not in ("small", "full"):
-    raise ValueError(f"unknown size '{v.size}'; use small or full")
-  small = v.size == "small"
+  small = is_small(v.size)
   c = base_config()
   c.task = "pathfinder"
   c.data = ml_collections.ConfigDict(dict(path="", seed=0, difficulty=v.difficulty))

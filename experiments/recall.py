@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from lrm.config import base_config, parse_arg, set_mixer
+from lrm.config import base_config, is_small, parse_arg, set_mixer
 from lrm.mixers import presets
 
 DISTANCES = ("inside", "beyond", "any")
@@ -55,13 +55,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     short_conv=True,
     rotary=True,
   )
-  if v.size not in ("small", "full"):
-    raise ValueError(f"unknown size '{v.size}'; use small or full")
+  small = is_small(v.size)
   if v.distance not in DISTANCES:
     raise ValueError(f"unknown distance '{v.distance}'; use one of {', '.join(DISTANCES)}")
   if v.task not in TASKS:
     raise ValueError(f"unknown task '{v.task}'; use one of {', '.join(TASKS)}")
-  small = v.size == "small"
   c = base_config()
   c.task = v.task
   w = v.window

@@ -22,45 +22,18 @@ its window); validation is IMDB's test split, as in LRA.
 
 from __future__ import annotations
 
-import math
-
 import ml_collections
 
-from lrm.config import base_config, parse_arg, set_mixer
-from lrm.mixers import presets
+from lrm.config import base_config, is_small, lra_bytes_recipe, parse_arg
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   v = parse_arg(arg, mixer="local", size="small", window=0, data="", max_len=0, rotary=True)
-  if v.size not in ("small", "full"):
-    raise ValueError(f"unknown size '{v.size}'; use small or full")
-  small = v.size == "small"
+  small = is_small(v.size)
   c = base_config()
   c.task = "text"
   c.data = ml_collections.ConfigDict(
     dict(path=v.data, max_len=v.max_len or (256 if small else 1000), holdout=0, seed=0)
   )
-  if small:
-    c.data.update(dict(num_train=4000, num_val=400, num_test=400))
-  window = v.window or (16 if small else 128)
-  c.model.dim, c.model.depth = (64, 2) if small else (256, 4)
-  c.model.mlp_ratio = 4
-  set_mixer(
-    c.model,
-    presets.spec(
-      v.mixer, window=window, heads=2 if small else 4, block=16 if small else 64, rotary=v.rotary
-    ),
-  )
-  c.model.pool = "mean"
-  c.model.dropout = 0.0 if small else 0.1
-  if small:
-    c.train.update(dict(steps=400, batch_size=32, eval_every=100, checkpoint_every=200))
-    c.optim.update(dict(lr=1e-3, warmup_steps=50, schedule="cosine", weight_decay=0.05))
-  else:
-    c.train.update(dict(steps=20_000, batch_size=32, eval_every=1000, checkpoint_every=1000))
-    c.optim.update(
-      dict(lr=0.05 / math.sqrt(8000), warmup_steps=8000, schedule="rsqrt", weight_decay=0.1)
-    )
-  c.optim.b2 = 0.98
-  c.train.eval_batch_size = 64
+  lra_bytes_recipe(c, v, full_dim=256, full_steps=20_000, full_eval_every=1000)
   return c

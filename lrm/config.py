@@ -22,6 +22,7 @@ can be overridden from the command line (``lrm/config_cli.py``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -87,6 +88,59 @@ def set_mixer(model: ml_collections.ConfigDict, mixer: Mapping[str, Any] | list)
   if "mixer" in model:
     del model["mixer"]
   model.mixer = mixer
+
+
+def is_small(size: str) -> bool:
+  """The ``size`` variant of a sized experiment: True for ``small``, False for ``full``."""
+  if size not in ("small", "full"):
+    raise ValueError(f"unknown size '{size}'; use small or full")
+  return size == "small"
+
+
+def lra_bytes_recipe(
+  c: ml_collections.ConfigDict,
+  v: ml_collections.ConfigDict,
+  *,
+  full_dim: int,
+  full_steps: int,
+  full_eval_every: int,
+) -> None:
+  """Model, training and optimizer of the byte-level LRA tasks (Text, Retrieval) into ``c``.
+
+  ``v`` holds the variants ``mixer``, ``size``, ``window`` (0 = 16 small, 128 full) and
+  ``rotary``. ``small``: 4000/400/400 generated examples, 2 layers of width 64, 400 steps.
+  ``full``: LRA's shared base (4 layers, 4 heads, MLP 4x, dropout 0.1, batch 32, Adam(0.9,
+  0.98) with weight decay 0.1 and ``0.05 * linear_warmup * rsqrt_decay`` with 8000 warm-up
+  steps) at width ``full_dim`` for ``full_steps`` steps, evaluated and checkpointed every
+  ``full_eval_every``. Both pool by the mean.
+  """
+  from lrm.mixers import presets
+
+  small = is_small(v.size)
+  if small:
+    c.data.update(dict(num_train=4000, num_val=400, num_test=400))
+  window = v.window or (16 if small else 128)
+  c.model.dim, c.model.depth = (64, 2) if small else (full_dim, 4)
+  c.model.mlp_ratio = 4
+  set_mixer(
+    c.model,
+    presets.spec(
+      v.mixer, window=window, heads=2 if small else 4, block=16 if small else 64, rotary=v.rotary
+    ),
+  )
+  c.model.pool = "mean"
+  c.model.dropout = 0.0 if small else 0.1
+  if small:
+    c.train.update(dict(steps=400, batch_size=32, eval_every=100, checkpoint_every=200))
+    c.optim.update(dict(lr=1e-3, warmup_steps=50, schedule="cosine", weight_decay=0.05))
+  else:
+    every = full_eval_every
+    c.train.update(dict(steps=full_steps, batch_size=32, eval_every=every, checkpoint_every=every))
+    c.optim.update(
+      dict(lr=0.05 / math.sqrt(8000), warmup_steps=8000, schedule="rsqrt", weight_decay=0.1)
+    )
+  c.optim.b2 = 0.98
+  c.train.eval_batch_size = 64
 
 
 def base_config() -> ml_collections.ConfigDict:

@@ -180,26 +180,11 @@ def write_tsv(path: Path, rows: list[tuple[str, int]]) -> None:
 
 
 def write_splits(
-  out: Path,
-  *,
-  seed: int,
-  num_train: int,
-  num_val: int,
-  num_test: int,
-  min_len: int = 500,
-  max_len: int = 2000,
-  max_depth: int = 10,
-  max_args: int = 10,
+  out: Path, *, seed: int, num_train: int, num_val: int, num_test: int, **options: int
 ) -> list[Path]:
-  """Write ``basic_{train,val,test}.tsv`` into ``out``; return the three paths."""
-  rows = generate(
-    num_train + num_val + num_test,
-    seed=seed,
-    min_len=min_len,
-    max_len=max_len,
-    max_depth=max_depth,
-    max_args=max_args,
-  )
+  """Write ``basic_{train,val,test}.tsv`` into ``out``; return the three paths. ``options``
+  are ``generate``'s (``min_len``, ``max_len``, ``max_depth``, ``max_args``)."""
+  rows = generate(num_train + num_val + num_test, seed=seed, **options)
   bounds = {"train": (0, num_train), "validation": (num_train, num_train + num_val)}
   bounds["test"] = (num_train + num_val, len(rows))
   out.mkdir(parents=True, exist_ok=True)

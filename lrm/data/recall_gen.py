@@ -62,6 +62,29 @@ def token_dtype(vocab_size: int) -> type[np.integer]:
   return np.int16 if vocab_size <= np.iinfo(np.int16).max else np.int32
 
 
+def blank_layout(n: int, seq_len: int, vocab_size: int) -> tuple[np.ndarray, ...]:
+  """``(inputs, targets, distance)``, each ``[n, L]`` in a compact dtype: all blank, nothing
+  asked (``IGNORE``), distance 0. A generator writes its examples onto them."""
+  dt = token_dtype(vocab_size)
+  inputs = np.full((n, seq_len), BLANK, dt)
+  targets = np.full((n, seq_len), IGNORE, dt)
+  distance = np.zeros((n, seq_len), np.int16 if seq_len < 2**15 else np.int32)
+  return inputs, targets, distance
+
+
+def columns(inputs: np.ndarray, targets: np.ndarray, distance: np.ndarray) -> dict[str, np.ndarray]:
+  """The generated batch: the three layouts, ``weights [n, L]`` float32 (1 where an answer
+  is asked) and ``lengths [n]`` int32 (every example is full length)."""
+  n, seq_len = targets.shape
+  return {
+    "inputs": inputs,
+    "targets": targets,
+    "weights": (targets != IGNORE).astype(np.float32),
+    "distance": distance,
+    "lengths": np.full(n, seq_len, np.int32),
+  }
+
+
 def sample_distinct(rng: np.random.Generator, rows: int, k: int, pool: int) -> np.ndarray:
   """``[rows, k]`` int64: per row, ``k`` distinct values from ``range(pool)``, random order."""
   if k > pool:
@@ -193,10 +216,7 @@ def recall_arrays(
   keys = 1 + sample_distinct(rng, n, num_pairs, num_keys)  # [n, P]
   values = 1 + num_keys + sample_distinct(rng, n, num_pairs, num_keys)  # [n, P]
   occupied = np.zeros((n, seq_len), bool)
-  dt = token_dtype(vocab_size)
-  inputs = np.full((n, seq_len), BLANK, dt)
-  targets = np.full((n, seq_len), IGNORE, dt)
-  distance = np.zeros((n, seq_len), np.int16 if seq_len < 2**15 else np.int32)
+  inputs, targets, distance = blank_layout(n, seq_len, vocab_size)
   rows = np.arange(n)
   # queried pairs first (they have the tighter constraints), then the distractors
   for j in range(num_pairs):
@@ -209,13 +229,7 @@ def recall_arrays(
       inputs[rows, q] = keys[:, j]
       targets[rows, q] = values[:, j]
       distance[rows, q] = d
-  return {
-    "inputs": inputs,
-    "targets": targets,
-    "weights": (targets != IGNORE).astype(np.float32),
-    "distance": distance,
-    "lengths": np.full(n, seq_len, np.int32),
-  }
+  return columns(inputs, targets, distance)
 
 
 def check_copy_options(*, num_tokens: int, vocab_size: int, seq_len: int) -> None:
@@ -240,19 +254,9 @@ def selective_copy_arrays(
   region = seq_len - num_tokens
   pos = np.sort(sample_distinct(rng, n, num_tokens, region), axis=1)  # [n, M] increasing
   symbols = rng.integers(2, vocab_size, (n, num_tokens))  # [n, M]
-  dt = token_dtype(vocab_size)
-  rows = np.arange(n)[:, None]
-  inputs = np.full((n, seq_len), BLANK, dt)
-  inputs[rows, pos] = symbols
+  inputs, targets, distance = blank_layout(n, seq_len, vocab_size)
+  inputs[np.arange(n)[:, None], pos] = symbols
   inputs[:, region:] = MARKER
-  targets = np.full((n, seq_len), IGNORE, dt)
   targets[:, region:] = symbols
-  distance = np.zeros((n, seq_len), np.int16 if seq_len < 2**15 else np.int32)
   distance[:, region:] = region + np.arange(num_tokens)[None, :] - pos
-  return {
-    "inputs": inputs,
-    "targets": targets,
-    "weights": (targets != IGNORE).astype(np.float32),
-    "distance": distance,
-    "lengths": np.full(n, seq_len, np.int32),
-  }
+  return columns(inputs, targets, distance)

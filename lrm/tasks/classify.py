@@ -8,6 +8,7 @@ overridable hook (retrieval's dual encoder reads two documents there), and build
 release when ``path`` is given, otherwise the same format generated once by the task's
 ``generate`` (cached by ``lrm.data.cache``). A subclass reads one source in ``read`` and
 declares, in ``validation_fallback``, how a source without a validation split gets one.
+``BytesTableTask`` adds what the byte-level ones (Text, Retrieval) share.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from flax import nnx
 
 from lrm import heads
 from lrm.data import DataError
+from lrm.data import bytes as tok
 from lrm.data.arrays import ArrayDataset
 from lrm.data.cache import generated
 from lrm.data.tables import holdout_split
@@ -31,6 +33,7 @@ from lrm.model import Encoder
 from lrm.tasks.base import SPLITS, Sums, Task, length_mask
 
 Splits = dict[str, dict[str, np.ndarray]]  # split -> columns ({"inputs": [N, L], ...})
+SIZE_OPTIONS = {"train": "num_train", "validation": "num_val", "test": "num_test"}  # per split
 
 
 def classification_sums(logits: jax.Array, labels: jax.Array, valid: jax.Array) -> Sums:
@@ -78,8 +81,10 @@ class TableTask(ClassificationTask):
 
   Subclasses implement ``read(source) -> {split: columns}`` and the classmethod
   ``generate(out, **gen_options)``, and call ``__init__`` with their generator's options
-  (which name the cache folder, so equal options reuse it). ``read`` may record facts about
-  the source in ``self._info``; it is saved with the run as ``vocab()["data"]``.
+  (which name the cache folder, so equal options reuse it). A generator that draws each
+  split on its own takes the sizes as keywords and loops over ``generated_splits`` (sizes
+  left out: ``DEFAULT_SIZES``). ``read`` may record facts about the source in
+  ``self._info``; it is saved with the run as ``vocab()["data"]``.
   """
 
   # How a source without a validation split gets one: "" (the source must have it), "test"
@@ -88,9 +93,10 @@ class TableTask(ClassificationTask):
   validation_fallback: str = ""
   holdout: int = 0
   gen_format: int = 0  # > 0: part of the cache key, raised when a generator's output changes
+  DEFAULT_SIZES: Mapping[str, int] = {}  # generated examples per split, by SIZE_OPTIONS name
 
   def __init__(self, *, path: str, seq_len: int, gen_options: Mapping[str, Any]):
-    if not path and min(gen_options[f"num_{s}"] for s in ("train", "val", "test")) < 1:
+    if not path and min(gen_options[k] for k in SIZE_OPTIONS.values()) < 1:
       raise DataError(
         f"{self.registered_name}: num_train, num_val and num_test must each be at least 1"
       )
@@ -103,6 +109,24 @@ class TableTask(ClassificationTask):
   def generate(cls, out: Path, **gen_options: Any) -> list[Path]:
     """Write generated data to ``out`` in the source's official format; return the files."""
     raise NotImplementedError  # abstract
+
+  @classmethod
+  def generated_splits(
+    cls, seed: int, sizes: Mapping[str, int]
+  ) -> list[tuple[str, int, np.random.Generator]]:
+    """``(split, examples, rng)`` for each split of ``generate``, in ``SPLITS`` order.
+
+    ``sizes`` holds ``num_train``, ``num_val`` and ``num_test`` (those left out are the
+    class's ``DEFAULT_SIZES``); split ``i`` draws from its own stream ``[seed, i]``.
+    """
+    unknown = sorted(set(sizes) - set(SIZE_OPTIONS.values()))
+    if unknown:
+      raise TypeError(f"{cls.__name__}.generate() got unexpected keyword arguments {unknown}")
+    sizes = {**cls.DEFAULT_SIZES, **sizes}
+    return [
+      (split, sizes[key], np.random.default_rng([seed, i]))
+      for i, (split, key) in enumerate(SIZE_OPTIONS.items())
+    ]
 
   def read(self, source: str) -> Splits:
     """Every split found in ``source`` (``path``, or the generated folder) as columns."""
@@ -147,3 +171,22 @@ class TableTask(ClassificationTask):
     splits["train"] = {k: v[keep] for k, v in train.items()}
     splits["validation"] = {k: v[held] for k, v in train.items()}
     return rule
+
+
+class BytesTableTask(TableTask):
+  """Documents as UTF-8 bytes (``lrm.data.bytes``) cut to ``max_len``; generated documents
+  are at most ``max_len`` bytes long (``generate``'s ``doc_len``)."""
+
+  def __init__(self, *, path: str, max_len: int, seed: int, sizes: Mapping[str, int]):
+    if max_len < 1:
+      raise DataError(f"{self.registered_name}: max_len must be at least 1, got {max_len}")
+    self.max_len = max_len
+    gen = {"seed": seed, **sizes, "doc_len": max_len}
+    super().__init__(path=path, seq_len=max_len, gen_options=gen)
+
+  @property
+  def vocab_size(self) -> int:
+    return tok.VOCAB_SIZE
+
+  def vocab(self) -> dict[str, Any]:
+    return {**tok.vocab(), "max_len": self.max_len, "data": self._info}

@@ -134,17 +134,9 @@ class ImageTask(TableTask):
 
   # ---- offline generator ---------------------------------------------------------------------
   @classmethod
-  def generate(
-    cls,
-    out: Path,
-    *,
-    seed: int = 0,
-    num_train: int = DEFAULT_SIZES["num_train"],
-    num_val: int = DEFAULT_SIZES["num_val"],
-    num_test: int = DEFAULT_SIZES["num_test"],
-    image_size: int = 32,
-  ) -> list[Path]:
-    """Save a DatasetDict (train/validation/test) of synthetic gratings to ``out``."""
+  def generate(cls, out: Path, *, seed: int = 0, image_size: int = 32, **sizes: int) -> list[Path]:
+    """Save a DatasetDict (train/validation/test) of synthetic gratings to ``out`` (``sizes``
+    as in ``generated_splits``)."""
     import datasets
     from PIL import Image
 
@@ -152,10 +144,7 @@ class ImageTask(TableTask):
       {"img": datasets.Image(), "label": datasets.ClassLabel(names=list(GENERATED_CLASSES))}
     )
     splits = {}
-    for i, (split, n) in enumerate(
-      (("train", num_train), ("validation", num_val), ("test", num_test))
-    ):
-      rng = np.random.default_rng([seed, i])
+    for split, n, rng in cls.generated_splits(seed, sizes):
       labels = rng.integers(10, size=n)
       imgs = [Image.fromarray(grating(rng, int(c), image_size)) for c in labels]
       splits[split] = datasets.Dataset.from_dict(

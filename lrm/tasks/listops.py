@@ -174,20 +174,12 @@ class ListOps(TableTask):
     if max_len < 1:
       raise DataError(f"listops: max_len must be at least 1, got {max_len}")
     self.max_len = max_len
-    gen = dict(
-      seed=seed,
-      num_train=num_train,
-      num_val=num_val,
-      num_test=num_test,
-      min_len=min_len,
-      max_len=max_len,
-      max_depth=max_depth,
-      max_args=max_args,
-    )
-    super().__init__(path=path, seq_len=max_len, gen_options=gen)
+    sizes = {"num_train": num_train, "num_val": num_val, "num_test": num_test}
+    shape = {"min_len": min_len, "max_len": max_len, "max_depth": max_depth, "max_args": max_args}
+    super().__init__(path=path, seq_len=max_len, gen_options={"seed": seed, **sizes, **shape})
     if not path:
       try:
-        listops_gen.check_options(min_len, max_len, max_depth, max_args)
+        listops_gen.check_options(**shape)
       except ValueError as e:
         raise DataError(f"listops: {e}") from None
 
@@ -224,20 +216,10 @@ class ListOps(TableTask):
     num_train: int = 96_000,
     num_val: int = 2_000,
     num_test: int = 2_000,
-    min_len: int = 500,
-    max_len: int = 2000,
-    max_depth: int = 10,
-    max_args: int = 10,
+    **options: int,
   ) -> list[Path]:
-    """Write ``basic_{train,val,test}.tsv`` (LRA's generator rules and sizes by default)."""
-    return listops_gen.write_splits(
-      Path(out),
-      seed=seed,
-      num_train=num_train,
-      num_val=num_val,
-      num_test=num_test,
-      min_len=min_len,
-      max_len=max_len,
-      max_depth=max_depth,
-      max_args=max_args,
-    )
+    """Write ``basic_{train,val,test}.tsv`` (LRA's generator rules and sizes by default);
+    ``options`` are ``listops_gen.generate``'s (``min_len``, ``max_len``, ``max_depth``,
+    ``max_args``)."""
+    sizes = {"num_train": num_train, "num_val": num_val, "num_test": num_test}
+    return listops_gen.write_splits(Path(out), seed=seed, **sizes, **options)

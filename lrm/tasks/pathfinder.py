@@ -38,7 +38,7 @@ from PIL import Image
 from lrm.data import DataError, pathfinder_gen
 from lrm.registry import register
 from lrm.tasks.base import SPLITS
-from lrm.tasks.classify import Splits, TableTask
+from lrm.tasks.classify import SIZE_OPTIONS, Splits, TableTask
 
 PARENTS = ("", "lra_release", "lra_release/lra_release")
 Entry = tuple[Path, int, str]  # (image file, label, "metadata file line n")
@@ -162,7 +162,7 @@ class Pathfinder(TableTask):
     if self.path:
       cuts = (int(round(0.8 * n)), int(round(0.9 * n)))  # LRA's 80/10/10
     else:
-      sizes = [self.gen_options[f"num_{s}"] for s in ("train", "val", "test")]
+      sizes = [self.gen_options[k] for k in SIZE_OPTIONS.values()]
       if n != sum(sizes):
         raise DataError(f"{root}: {n} images listed, expected {sum(sizes)}; delete it")
       cuts = (sizes[0], sizes[0] + sizes[1])

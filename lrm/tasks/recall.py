@@ -69,6 +69,14 @@ class PositionAnswerTask(CausalTask):
     self.buckets = _check_buckets(self._name, distance_buckets)
     self._data: dict[str, ArrayDataset] = {}
 
+  @classmethod
+  def refuse_path(cls, path: str) -> None:
+    """A ``path`` is an error: these tasks are generated in memory."""
+    if path:
+      raise DataError(
+        f"{cls._name}: path='{path}' given, but this task is generated in memory; use ''"
+      )
+
   def _generate(self, n: int, seed: list[int]) -> dict[str, np.ndarray]:
     raise NotImplementedError  # abstract: each task generates its own layout
 
@@ -172,8 +180,7 @@ class RecallTask(PositionAnswerTask):
     num_test: int = 1_000,
     seed: int = 0,
   ):
-    if path:
-      raise DataError(f"recall: path='{path}' given, but this task is generated in memory; use ''")
+    self.refuse_path(path)
     self.opts = dict(
       num_pairs=int(num_pairs),
       num_queries=int(num_queries) or int(num_pairs),  # 0 = query every pair
@@ -231,10 +238,7 @@ class SelectiveCopyTask(PositionAnswerTask):
     num_test: int = 1_000,
     seed: int = 0,
   ):
-    if path:
-      raise DataError(
-        f"selective_copy: path='{path}' given, but this task is generated in memory; use ''"
-      )
+    self.refuse_path(path)
     self.opts = dict(num_tokens=int(num_tokens), vocab_size=int(vocab_size), seq_len=int(seq_len))
     try:
       recall_gen.check_copy_options(**self.opts)

@@ -33,7 +33,7 @@ from lrm.data import bytes as tok
 from lrm.model import Encoder
 from lrm.registry import register
 from lrm.tasks.base import SPLITS, length_mask
-from lrm.tasks.classify import Splits, TableTask
+from lrm.tasks.classify import BytesTableTask, Splits
 
 FILES = {"train": "train", "validation": "eval", "test": "test"}
 SUBDIRS = ("", "tsv_data", "lra_release/tsv_data", "lra_release/lra_release/tsv_data")
@@ -88,7 +88,7 @@ def read_tsv(f: Path, max_len: int = 0) -> tuple[list[bytes], list[bytes], np.nd
 
 
 @register("task", "retrieval")
-class RetrievalTask(TableTask):
+class RetrievalTask(BytesTableTask):
   """Byte-level document matching with a dual encoder (LRA Retrieval / AAN)."""
 
   num_classes = 2
@@ -104,19 +104,8 @@ class RetrievalTask(TableTask):
     num_val: int = DEFAULT_SIZES["num_val"],
     num_test: int = DEFAULT_SIZES["num_test"],
   ):
-    if max_len < 1:
-      raise DataError(f"retrieval: max_len must be at least 1, got {max_len}")
-    self.max_len = max_len
     sizes = {"num_train": num_train, "num_val": num_val, "num_test": num_test}
-    gen = {"seed": seed, **sizes, "doc_len": max_len}
-    super().__init__(path=path, seq_len=max_len, gen_options=gen)
-
-  @property
-  def vocab_size(self) -> int:
-    return tok.VOCAB_SIZE
-
-  def vocab(self) -> dict[str, Any]:
-    return {**tok.vocab(), "max_len": self.max_len, "data": self._info}
+    super().__init__(path=path, max_len=max_len, seed=seed, sizes=sizes)
 
   def read(self, source: str) -> Splits:
     folder = find_folder(source)
@@ -143,25 +132,15 @@ class RetrievalTask(TableTask):
 
   # ---- offline generator ---------------------------------------------------------------------
   @classmethod
-  def generate(
-    cls,
-    out: Path,
-    *,
-    seed: int = 0,
-    num_train: int = DEFAULT_SIZES["num_train"],
-    num_val: int = DEFAULT_SIZES["num_val"],
-    num_test: int = DEFAULT_SIZES["num_test"],
-    doc_len: int = 4000,
-  ) -> list[Path]:
-    """Write the three official-format TSV files of synthetic document pairs."""
+  def generate(cls, out: Path, *, seed: int = 0, doc_len: int = 4000, **sizes: int) -> list[Path]:
+    """Write the three official-format TSV files of synthetic document pairs (``sizes`` as
+    in ``generated_splits``)."""
     out = Path(out)
     vocab = np.random.default_rng([seed, 99])  # word list and key phrases shared by all splits
     words = [pseudo_word(vocab) for _ in range(400)]
     keys = [f"{pseudo_word(vocab)}-{pseudo_word(vocab)} {pseudo_word(vocab)}" for _ in range(48)]
     files = []
-    for i, split in enumerate(SPLITS):
-      n = {"train": num_train, "validation": num_val, "test": num_test}[split]
-      rng = np.random.default_rng([seed, i])
+    for split, n, rng in cls.generated_splits(seed, sizes):
       f = out / file_name(split)
       with f.open("wb") as fh:
         for _ in range(n):

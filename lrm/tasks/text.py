@@ -26,20 +26,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from lrm.data import DataError
 from lrm.data import bytes as tok
 from lrm.data.tables import checked_labels, checked_texts, open_splits, require_columns
 from lrm.registry import register
-from lrm.tasks.classify import Splits, TableTask
+from lrm.tasks.classify import BytesTableTask, Splits
 
 
 # ---- the task ------------------------------------------------------------------------------
 @register("task", "text")
-class TextTask(TableTask):
+class TextTask(BytesTableTask):
   """Byte-level binary sentiment classification (LRA Text)."""
 
   num_classes = 2
@@ -60,20 +58,10 @@ class TextTask(TableTask):
     num_val: int = DEFAULT_SIZES["num_val"],
     num_test: int = DEFAULT_SIZES["num_test"],
   ):
-    if max_len < 1:
-      raise DataError(f"text: max_len must be at least 1, got {max_len}")
-    self.max_len, self.holdout = max_len, holdout
-    self.text_column, self.label_column, self.hub_config = text_column, label_column, hub_config
     sizes = {"num_train": num_train, "num_val": num_val, "num_test": num_test}
-    gen = {"seed": seed, **sizes, "doc_len": max_len}
-    super().__init__(path=path, seq_len=max_len, gen_options=gen)
-
-  @property
-  def vocab_size(self) -> int:
-    return tok.VOCAB_SIZE
-
-  def vocab(self) -> dict[str, Any]:
-    return {**tok.vocab(), "max_len": self.max_len, "data": self._info}
+    super().__init__(path=path, max_len=max_len, seed=seed, sizes=sizes)
+    self.holdout = holdout
+    self.text_column, self.label_column, self.hub_config = text_column, label_column, hub_config
 
   def read(self, source: str) -> Splits:
     splits = {}
@@ -88,23 +76,12 @@ class TextTask(TableTask):
 
   # ---- offline generator ---------------------------------------------------------------------
   @classmethod
-  def generate(
-    cls,
-    out: Path,
-    *,
-    seed: int = 0,
-    num_train: int = DEFAULT_SIZES["num_train"],
-    num_val: int = DEFAULT_SIZES["num_val"],
-    num_test: int = DEFAULT_SIZES["num_test"],
-    doc_len: int = 1000,
-  ) -> list[Path]:
-    """Write ``{train,validation,test}.jsonl`` synthetic reviews of at most ``doc_len`` bytes."""
+  def generate(cls, out: Path, *, seed: int = 0, doc_len: int = 1000, **sizes: int) -> list[Path]:
+    """Write ``{train,validation,test}.jsonl`` synthetic reviews of at most ``doc_len`` bytes
+    (``sizes`` as in ``generated_splits``)."""
     out = Path(out)
     files = []
-    for i, (split, n) in enumerate(
-      (("train", num_train), ("validation", num_val), ("test", num_test))
-    ):
-      rng = np.random.default_rng([seed, i])
+    for split, n, rng in cls.generated_splits(seed, sizes):
       f = out / f"{split}.jsonl"
       with f.open("w", encoding="utf-8", newline="\n") as fh:
         for _ in range(n):
