@@ -24,7 +24,7 @@ import signal
 import sys
 
 from lrm.analysis import cost
-from lrm.study import grid, report, run, sweep
+from lrm.study import extend, grid, report, run, sweep
 from lrm.train import guard
 
 EXIT_INTERRUPTED = 143  # scripts/train.py's code for a run stopped by SIGTERM
@@ -58,11 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     price = None if args.price_per_hour is None else cost.Price(args.price_per_hour, args.machine)
     spec = grid.load_study(args.study, args.scale)
     if args.list:
-      chosen = sweep.chosen(sweep.load(args.out))
-      cells = grid.expand(spec, chosen)
+      chosen, extra = sweep.chosen(sweep.load(args.out)), extend.load(args.out)
+      cells = grid.expand(spec, chosen, extra)
       for cell in cells:
         print(cell.key)
-      keys = {sweep.rate_key(spec, *c.arm, c.size) for c in grid.sweep_cells(spec)}
+      keys = {sweep.rate_key(spec, *c.arm, c.size) for c in grid.sweep_cells(spec, extra)}
       waiting = len(keys - set(chosen))
       if waiting > 0:
         print(f"({waiting} arms wait for their learning-rate sweep)", file=sys.stderr)

@@ -136,27 +136,38 @@ def arms(study: Mapping[str, Any]) -> list[tuple[str, str, int | None]]:
   ]
 
 
-def sweep_cells(study: Mapping[str, Any]) -> list[Cell]:
+def sweep_cells(
+  study: Mapping[str, Any], extra: Mapping[tuple, list[float]] | None = None
+) -> list[Cell]:
   """The learning-rate sweep: every rate of ``lrs`` per arm, at the middle size (or every
-  size: ``sweep_sizes``), the first rule and the first seed ([] for a study without ``lrs``)."""
+  size: ``sweep_sizes``), the first rule and the first seed ([] for a study without ``lrs``);
+  ``extra`` (``{rate_key: rates}``, ``lrm.study.extend``) adds rates to some arms."""
   if not study.get("lrs"):
     return []
   seed, rule = study["seeds"][0], study["rules"][0]
+  extra = extra or {}
   return [
     Cell(task, mixer, w, rule, seed, size, float(lr))
     for task, mixer, w in arms(study)
     for size in sweep_sizes(study, task)
-    for lr in study["tasks"][task].get("lrs", study["lrs"])
+    for lr in [
+      *study["tasks"][task].get("lrs", study["lrs"]),
+      *extra.get(sweep.rate_key(study, task, mixer, w, size), []),
+    ]
   ]
 
 
-def expand(study: Mapping[str, Any], chosen: Mapping[tuple, float] | None = None) -> list[Cell]:
-  """The sweep's cells, then every other cell, seed-major (a study stopped early has whole
-  seeds done, not whole mixers). With ``lrs``, a cell appears once ``chosen`` (``{rate_key:
-  rate}``, from ``lrm.study.sweep.chosen``) holds its rate; a cell that is also a sweep cell
-  is listed once."""
+def expand(
+  study: Mapping[str, Any],
+  chosen: Mapping[tuple, float] | None = None,
+  extra: Mapping[tuple, list[float]] | None = None,
+) -> list[Cell]:
+  """The sweep's cells (with the ``extra`` rates of ``sweep_cells``), then every other cell,
+  seed-major (a study stopped early has whole seeds done, not whole mixers). With ``lrs``, a
+  cell appears once ``chosen`` (``{rate_key: rate}``, from ``lrm.study.sweep.chosen``) holds
+  its rate; a cell that is also a sweep cell is listed once."""
   cells, seen = [], set()
-  for c in sweep_cells(study):
+  for c in sweep_cells(study, extra):
     cells.append(c)
     seen.add(c.key)
   swept = bool(study.get("lrs"))

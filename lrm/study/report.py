@@ -224,6 +224,7 @@ def write_report(
     "",
     *missing_section(rows),
     *answers(study, rows),
+    *(study["sections"](rows, out) if study.get("sections") else []),  # the study's own
   ]
   notes = study["notes"](rows) if study.get("notes") else {}
   for task in study["tasks"]:

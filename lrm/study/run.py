@@ -39,7 +39,7 @@ from flax import nnx
 from lrm.analysis import content, cost, counting
 from lrm.analysis import receptive_field as rf
 from lrm.run import Run
-from lrm.study import grid, report, sweep
+from lrm.study import extend, grid, report, sweep
 from lrm.train import guard, loop, rundir
 
 RF_LENGTH = 256  # the receptive field is measured on at most this many tokens
@@ -195,11 +195,13 @@ def run_cells(plan: grid.Planner, cells: list[grid.Cell], out: Path, t0: float) 
     )
 
 
-def choose_rates(plan: grid.Planner, out: Path) -> dict[tuple, float]:
-  """Read the sweep cells, write lr_sweep.json, and return ``{arm: chosen rate}`` for the
-  arms whose sweep has finished."""
+def choose_rates(
+  plan: grid.Planner, out: Path, extra: dict[tuple, list[float]] | None = None
+) -> dict[tuple, float]:
+  """Read the sweep cells (with the ``extra`` rates of ``lrm.study.extend``), write
+  lr_sweep.json, and return ``{arm: chosen rate}`` for the arms whose sweep has finished."""
   by_arm: dict[tuple, dict[float, Path]] = {}
-  for c in grid.sweep_cells(plan.study):
+  for c in grid.sweep_cells(plan.study, extra):
     key = sweep.rate_key(plan.study, c.task, c.mixer, c.window, c.size)
     by_arm.setdefault(key, {})[c.lr] = c.workdir(out)
   arms = []
@@ -232,8 +234,9 @@ def run_study(
   shard: tuple[int, int] = (0, 1),
 ) -> list[grid.Cell]:
   """Run every unfinished cell of the study (those whose key contains ``only``), then write
-  the report (dollars at ``price``, default the study's): the learning-rate sweep first, then
-  every cell at its arm's chosen rate. A SIGTERM stops the study (``guard.Interrupted``); the
+  the report (dollars at ``price``, default the study's): the learning-rate sweep first
+  (extended upward while an arm's best rate is its highest, with ``lr_extend``), then every
+  cell at its arm's chosen rate. A SIGTERM stops the study (``guard.Interrupted``); the
   same command resumes it.
 
   ``shard=(i, n)`` runs every n-th cell from the i-th, so n processes (each with its own
@@ -246,14 +249,23 @@ def run_study(
   out = Path(out)
   plan = grid.Planner(study)
   t0 = time.perf_counter()
-  all_sweep = [c for c in grid.sweep_cells(study) if only in c.key]
-  sweep_cells = all_sweep[i::n]
   tag = f" shard {i}/{n}" if n > 1 else ""
-  if sweep_cells:
-    print(f"study {study['name']} ({scale}){tag}: sweep of {len(sweep_cells)} cells -> {out}")
-    run_cells(plan, sweep_cells, out, t0)
-  wait_for(all_sweep, plan, out)
-  cells = [c for c in grid.expand(study, choose_rates(plan, out)) if only in c.key]
+  extra, ran = extend.load(out), set()
+  while True:  # the sweep, then its upward extensions (lrm.study.extend), if any
+    all_sweep = [c for c in grid.sweep_cells(study, extra) if only in c.key]
+    sweep_cells = [c for c in all_sweep if c.key not in ran][i::n]
+    ran |= {c.key for c in all_sweep}
+    if sweep_cells:
+      print(f"study {study['name']} ({scale}){tag}: sweep of {len(sweep_cells)} cells -> {out}")
+      run_cells(plan, sweep_cells, out, t0)
+    wait_for(all_sweep, plan, out)
+    chosen = choose_rates(plan, out, extra)
+    more = extend.propose(study, sweep.load(out), extra)
+    if more == extra:
+      break
+    extra = more
+    extend.write(out, extra)
+  cells = [c for c in grid.expand(study, chosen, extra) if only in c.key]
   rest = [c for c in cells if c.key not in {s.key for s in all_sweep}][i::n]
   print(f"study {study['name']} ({scale}){tag}: {len(rest)} more cells -> {out}", flush=True)
   run_cells(plan, rest, out, t0)

@@ -25,7 +25,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from lrm.data import recall_gen
+from lrm.data import guess, recall_gen
 from lrm.data.arrays import ArrayDataset
 from lrm.registry import register
 from lrm.tasks.base import SPLITS, CausalTask, DataError, Sums, length_mask
@@ -201,6 +201,17 @@ class RecallTask(PositionAnswerTask):
 
   def _generate(self, n: int, seed: list[int]) -> dict[str, np.ndarray]:
     return recall_gen.recall_arrays(n, seed=seed, **self.opts)
+
+  def reference_levels(self) -> dict[str, dict[str, float]]:
+    """Chance, and a uniform guess among the values in reach (``lrm/data/guess.py``) on the
+    test split: the whole past (``context_guess``) and each bucket edge r (``guess_w<r>``)."""
+    levels = super().reference_levels()
+    if getattr(self, "_guess", None) is None:
+      k = (self.num_classes - 1) // 2
+      test = self.dataset("test").arrays
+      self._guess = guess.guess_levels(test, (k + 1, 2 * k), reaches=self.buckets)
+    levels["accuracy"].update(self._guess)
+    return levels
 
   def vocab(self) -> dict[str, Any]:
     k = (self.num_classes - 1) // 2
