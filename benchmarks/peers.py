@@ -38,7 +38,7 @@ from benchmarks import peer_impls as P  # noqa: E402
 from benchmarks import runner, worker  # noqa: E402
 from lrm import mixers  # noqa: E402
 from lrm.mixers import presets  # noqa: E402
-from lrm.train.malloc import TUNED_MALLOC  # noqa: E402
+from lrm.train.runtime import TUNED_MALLOC  # noqa: E402
 
 PEERS = ("dpa_local", "lucidrains", "flex", "hf_bigbird")
 _OUT = flags.DEFINE_string("out", "results/bench/peers_cpu.jsonl", "output JSONL")

@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from lrm.train.malloc import TUNED_MALLOC
+from lrm.train.runtime import TUNED_MALLOC
 
 WORKER = Path(__file__).resolve().with_name("worker.py")
 MALLOC = ("default", "tuned")

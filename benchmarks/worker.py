@@ -41,7 +41,7 @@ from benchmarks import cells
 from lrm import mixers, tasks
 from lrm.analysis import counting
 from lrm.mixers import dispatch
-from lrm.train import sharding
+from lrm.train import runtime
 from lrm.train.optim import make_optimizer
 from lrm.train.step import Steps
 
@@ -240,7 +240,7 @@ def measure_train(cell: dict) -> dict:
 
   model = nnx.eval_shape(build)
   tx, schedule = make_optimizer(cfg["optim"], int(tc["steps"]))
-  mesh = sharding.make_mesh()
+  mesh = runtime.make_mesh()
   steps = Steps(
     task, model, tx, schedule, dtype=tc["dtype"], grad_accum=int(tc["grad_accum"]), mesh=mesh
   )
@@ -253,7 +253,7 @@ def measure_train(cell: dict) -> dict:
       f"task '{task.registered_name}' reads batch key {e} that the train benchmark's "
       f"classification batches ({', '.join(host)}) lack"
     ) from None
-  batch = sharding.put_batch(host, sharding.batch_sharding(mesh))
+  batch = runtime.put_batch(host, runtime.batch_sharding(mesh))
 
   layers = model.encoder.mixer_list()
   specs = cells.spec_list(cfg["model"]["mixer"])

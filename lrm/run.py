@@ -27,11 +27,10 @@ from jax.sharding import Mesh
 from lrm import mixers, tasks
 from lrm.analysis import counting
 from lrm.mixers import dispatch
-from lrm.train import rundir, sharding
+from lrm.train import rundir, runtime
 from lrm.train.checkpoint import Checkpoints
-from lrm.train.evaluate import evaluate
 from lrm.train.optim import make_optimizer
-from lrm.train.step import DTYPES, Steps
+from lrm.train.step import DTYPES, Steps, evaluate
 
 SECTIONS = ("task", "data", "model", "train", "optim", "seed")
 # Keys of vocab.json that say where the data was found (a data cache, a folder, a tokenizer
@@ -114,8 +113,8 @@ class Run:
     run = cls(plain, workdir)
     run.check_data()
     run.optimizer  # noqa: B018  validates the schedule and learning rate
-    sharding.check_batch_size("train.batch_size", run.config.train.batch_size, tc["grad_accum"])
-    sharding.check_batch_size("train.eval_batch_size", run.config.train.eval_batch_size)
+    runtime.check_batch_size("train.batch_size", run.config.train.batch_size, tc["grad_accum"])
+    runtime.check_batch_size("train.eval_batch_size", run.config.train.eval_batch_size)
     return run
 
   @classmethod
@@ -153,7 +152,7 @@ class Run:
 
   @functools.cached_property
   def mesh(self) -> Mesh:
-    return sharding.make_mesh()
+    return runtime.make_mesh()
 
   @functools.cached_property
   def steps(self) -> Steps:
@@ -201,7 +200,7 @@ class Run:
     """Metrics of a saved checkpoint: ``{"split", "checkpoint", "step", "metrics"}``."""
     if split not in tasks.SPLITS:
       raise ValueError(f"unknown --split '{split}'; choose one of {', '.join(tasks.SPLITS)}")
-    sharding.check_batch_size("train.eval_batch_size", self.config.train.eval_batch_size)
+    runtime.check_batch_size("train.eval_batch_size", self.config.train.eval_batch_size)
     step, state = self.restore(checkpoint)
     metrics = evaluate(
       self.steps,

@@ -14,18 +14,18 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
   argv = list(sys.argv if argv is None else argv)
-  from lrm.train import sharding
+  from lrm.train import runtime
 
   if "--multihost" in argv[1:]:
     try:
-      sharding.initialize_distributed()  # prints the layout
-    except ValueError as e:  # launch.LayoutError: no multi-process environment
+      runtime.initialize_distributed()  # prints the layout
+    except ValueError as e:  # runtime.LayoutError: no multi-process environment
       print(f"error: {e}", file=sys.stderr)
       return 2
   elif len(argv) > 1:
     print(f"error: unknown arguments {argv[1:]}; the only flag is --multihost", file=sys.stderr)
     return 2
-  print(sharding.describe(), flush=True)
+  print(runtime.describe(), flush=True)
   return 0
 
 

@@ -42,25 +42,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     return 2
   if fv.multihost:
-    from lrm.train import sharding
+    from lrm.train import runtime
 
-    sharding.initialize_distributed()
+    runtime.initialize_distributed()
   import contextlib
 
   import jax
 
   from lrm.run import Run
   from lrm.tasks import DataError
-  from lrm.train import guard
-  from lrm.train.rundir import write_json
+  from lrm.train import rundir
 
-  guard.quiet_storage_noise()
+  rundir.quiet_storage_noise()
   try:
     with contextlib.redirect_stdout(sys.stderr):  # stdout is the JSON alone
       out = Run.from_workdir(fv.workdir).evaluate(split=fv.split, checkpoint=fv.checkpoint)
-  except guard.IOFailure as e:
+  except rundir.IOFailure as e:
     print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-    guard.hard_exit(guard.EXIT_IO)
+    rundir.hard_exit(rundir.EXIT_IO)
   except KeyError as e:
     print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
     return 2
@@ -71,10 +70,10 @@ def main(argv: list[str] | None = None) -> int:
   if jax.process_index() == 0:  # the metrics are printed first: a read-only run still shows them
     path = Path(fv.workdir) / f"eval_{fv.split}_{fv.checkpoint}.json"
     try:
-      write_json(path, out)
+      rundir.write_json(path, out)
     except OSError as e:
       print(
-        f"note: could not write {path} ({guard.io_failure(e) or e}); the metrics are above",
+        f"note: could not write {path} ({rundir.io_failure(e) or e}); the metrics are above",
         file=sys.stderr,
       )
   return 0

@@ -122,15 +122,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"error: {e} ({USAGE})", file=sys.stderr)
     return 2
   from lrm.tasks import DataError
-  from lrm.train import guard
+  from lrm.train import rundir
 
-  guard.quiet_storage_noise()
+  rundir.quiet_storage_noise()
   try:
     with contextlib.redirect_stdout(sys.stderr):  # stdout is the text (or JSON) alone
       out = run_generation(fv)
-  except guard.IOFailure as e:
+  except rundir.IOFailure as e:
     print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-    guard.hard_exit(guard.EXIT_IO)
+    rundir.hard_exit(rundir.EXIT_IO)
   except KeyError as e:
     print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
     return 2

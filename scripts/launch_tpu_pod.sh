@@ -11,9 +11,9 @@
 #                 changes are not shipped (the script says so). REPO_DIR/COMMIT names it.
 #   CHECK=1 ...   run scripts/check_devices.py instead: each worker prints its layout and the
 #                 global device list (all should report the same device count)
-#   DRY_RUN=1 ... print each worker's process layout (python -m lrm.train.launch) and stop
+#   DRY_RUN=1 ... print each worker's process layout (python -m lrm.train.runtime) and stop
 #
-# Every worker runs `python scripts/train.py --multihost <your flags>`; lrm/train/launch.py
+# Every worker runs `python scripts/train.py --multihost <your flags>`; lrm/train/runtime.py
 # reads the worker's id and the slice's addresses from the TPU VM metadata and passes them
 # to jax.distributed.initialize, one mesh spans all chips, and each worker reads its own
 # shard of the data (batch_size / #workers rows). --workdir must be an absolute path on
@@ -60,7 +60,7 @@ cd $REPO_DIR && $PYTHON -m pip install -q -e '.[tpu]'"
 fi
 
 if [[ "${DRY_RUN:-0}" == 1 ]]; then
-  on_all_workers "cd $REPO_DIR && $PYTHON -m lrm.train.launch"
+  on_all_workers "cd $REPO_DIR && $PYTHON -m lrm.train.runtime"
   exit
 fi
 if [[ "${CHECK:-0}" == 1 ]]; then

@@ -10,7 +10,7 @@
 #
 # srun starts one task per process; `train.py --multihost` computes its layout (coordinator =
 # first node, process id = task rank, local GPUs = this task's share of its node's GPUs) with
-# lrm/train/launch.py and passes it to jax.distributed.initialize. --workdir must be on a
+# lrm/train/runtime.py and passes it to jax.distributed.initialize. --workdir must be on a
 # filesystem that every node sees at the same path.
 #
 # Requeue: 5 minutes before the time limit SLURM sends SIGTERM to the tasks (--signal, not
@@ -35,7 +35,7 @@
 set -euo pipefail
 cd "${SLURM_SUBMIT_DIR:-.}"
 PYTHON=${PYTHON:-python}
-if [[ "${DRY_RUN:-0}" == 1 ]]; then exec srun "$PYTHON" -m lrm.train.launch; fi
+if [[ "${DRY_RUN:-0}" == 1 ]]; then exec srun "$PYTHON" -m lrm.train.runtime; fi
 if [[ "${CHECK:-0}" == 1 ]]; then exec srun "$PYTHON" scripts/check_devices.py --multihost; fi
 
 workdir=""

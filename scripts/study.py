@@ -25,7 +25,7 @@ import sys
 
 from lrm.analysis import cost
 from lrm.study import extend, grid, report, run, sweep
-from lrm.train import guard
+from lrm.train import rundir
 
 EXIT_INTERRUPTED = 143  # scripts/train.py's code for a run stopped by SIGTERM
 
@@ -70,10 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.report_only:
       print(report.write_report(spec, args.out, price))
       return 0
-    # Ctrl-C as a SIGTERM: the running cell saves and stops (lrm.train.guard.Preemption)
+    # Ctrl-C as a SIGTERM: the running cell saves and stops (lrm.train.rundir.Preemption)
     signal.signal(signal.SIGINT, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
     run.run_study(args.study, args.out, args.scale, only=args.only, price=price, shard=shard)
-  except (guard.Interrupted, KeyboardInterrupt) as e:
+  except (rundir.Interrupted, KeyboardInterrupt) as e:
     print(f"stopped: {e or 'interrupted'}; rerun the same command to resume", file=sys.stderr)
     return EXIT_INTERRUPTED
   except (FileNotFoundError, KeyError, ValueError) as e:

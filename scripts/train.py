@@ -16,7 +16,7 @@ field), the totals and what the workdir holds, and exits without writing anythin
 Progress and results go to stdout (a tqdm bar on a terminal, plain lines otherwise),
 warnings and errors to stderr, and both to <workdir>/train.log; --verbose also shows the
 progress bars and logs of libraries (HF datasets). Flags:
---multihost joins a multi-process run (the layout that lrm/train/launch.py reads from the
+--multihost joins a multi-process run (the layout that lrm/train/runtime.py reads from the
 environment, given to jax.distributed.initialize(); see scripts/launch_tpu_pod.sh and
 scripts/slurm_multigpu.sh). One process at a time may write a
 workdir (a lock; a second one is refused). Exit codes: 0 done, or preempted after a save
@@ -41,9 +41,9 @@ import sys
 _EARLY_SIGTERM: list[int] = []
 signal.signal(signal.SIGTERM, lambda signum, frame: _EARLY_SIGTERM.append(signum))
 
-from lrm.train.malloc import TUNED_MALLOC  # noqa: E402
-
 if os.environ.get("LRM_MALLOC_TUNING") == "1" and "GLIBC_TUNABLES" not in os.environ:
+  from lrm.train.runtime import TUNED_MALLOC  # imports JAX, so only when it is used
+
   os.execve(
     sys.executable, [sys.executable, *sys.argv], {**os.environ, "GLIBC_TUNABLES": TUNED_MALLOC}
   )
@@ -115,22 +115,22 @@ def main(argv: list[str] | None = None) -> int:
   if fv.dry_run:
     return dry_run(config, fv.workdir)
   if fv.multihost:
-    from lrm.train import launch, sharding
+    from lrm.train import runtime
 
     try:
-      sharding.initialize_distributed()
-    except launch.LayoutError as e:
+      runtime.initialize_distributed()
+    except runtime.LayoutError as e:
       return error(e)
 
-  from lrm.train import guard
+  from lrm.train import rundir
 
-  guard.quiet_storage_noise()
-  with guard.Preemption() as preempt:  # before set-up: a SIGTERM at any moment is handled
+  rundir.quiet_storage_noise()
+  with rundir.Preemption() as preempt:  # before set-up: a SIGTERM at any moment is handled
     preempt.flag = bool(_EARLY_SIGTERM)
     with console.capture():  # train.log gets these lines once the workdir is locked
       code = run(fv, config, preempt)
-  if code == guard.EXIT_IO:  # a failed background write would print tracebacks at shutdown
-    guard.hard_exit(code)
+  if code == rundir.EXIT_IO:  # a failed background write would print tracebacks at shutdown
+    rundir.hard_exit(code)
   return code
 
 
@@ -139,7 +139,7 @@ def dry_run(config: object, workdir: str | None) -> int:
   from lrm.describe import describe
   from lrm.run import Run
   from lrm.tasks import DataError
-  from lrm.train.extend import warmup_warning, workdir_state
+  from lrm.train.loop import warmup_warning, workdir_state
 
   try:
     run = Run.from_config(config, workdir)
@@ -156,36 +156,36 @@ def dry_run(config: object, workdir: str | None) -> int:
 
 def run(fv: flags.FlagValues, config: object, preempt: object) -> int:
   from lrm.tasks import DataError
-  from lrm.train import guard, loop
-  from lrm.train.monitor import summary
+  from lrm.train import loop, rundir
+  from lrm.train.report import summary
 
   try:
     prepared = loop.prepare(config, fv.workdir, restart=fv.restart, extend=fv.extend)
     results = loop.train(prepared, preempt)
-  except guard.Interrupted as e:
+  except rundir.Interrupted as e:
     preempt.acted = True
     return error(e, code=143)
   except loop.Diverged as e:
-    return error(e, code=guard.EXIT_DIVERGED)
-  except guard.IOFailure as e:
-    return error(e, code=guard.EXIT_IO)
+    return error(e, code=rundir.EXIT_DIVERGED)
+  except rundir.IOFailure as e:
+    return error(e, code=rundir.EXIT_IO)
   except Exception as e:
-    cause = guard.io_failure(e)
+    cause = rundir.io_failure(e)
     if cause is not None:
-      guard.remove_unfinished_saves(fv.workdir)
+      rundir.remove_unfinished_saves(fv.workdir)
       return error(
         f"I/O failure in {fv.workdir}: {cause}; nothing was committed half-way (the last "
         f"good checkpoint is kept); fix the cause and rerun the same command",
-        code=guard.EXIT_IO,
+        code=rundir.EXIT_IO,
       )
     if isinstance(e, KeyError):
       return error(e.args[0] if e.args else e)
-    if isinstance(e, DataError | ValueError | FileNotFoundError | guard.WorkdirBusy):
+    if isinstance(e, DataError | ValueError | FileNotFoundError | rundir.WorkdirBusy):
       return error(e)
     raise
   if results is not None and loop.is_lead():
     print(summary(results, fv.workdir), flush=True)
-  return guard.EXIT_OK
+  return rundir.EXIT_OK
 
 
 def config_error(e: BaseException) -> str:

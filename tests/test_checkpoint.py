@@ -92,7 +92,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(cli, tiny_config, tmp_path
 
 
 def test_preemption_acts_on_sigterm_once():
-  from lrm.train.guard import Preemption
+  from lrm.train.rundir import Preemption
 
   seen = []
   previous = signal.signal(signal.SIGTERM, lambda *a: seen.append("outer"))

@@ -19,8 +19,8 @@ import pytest
 from conftest import REFERENCE, REPO, finish, metric_records, script
 
 from lrm import tasks
-from lrm.train import plots
-from lrm.train.timing import Schedule, Throughput, time_left
+from lrm.train import report
+from lrm.train.report import Schedule, Throughput, time_left
 
 pytestmark = [
   pytest.mark.usefixtures("fast_compile"),
@@ -138,7 +138,7 @@ def test_curves_plot_and_reference_levels(reference_run, tmp_path):
   text = tasks.build({"name": "text", "path": str(folder), "max_len": 8})
   levels = text.reference_levels()["accuracy"]
   assert levels == {"chance": 0.5, "majority": 0.75}  # validation is the test split here
-  out = plots.curves(
+  out = report.curves(
     metric_records(reference_run), tmp_path / "c.png", title="t", main_metric="accuracy"
   )
   assert out.stat().st_size > 10_000

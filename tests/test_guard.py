@@ -58,7 +58,7 @@ def same_params(a: Path, b: Path, step: int = 12) -> bool:
 # ---- one writer -----------------------------------------------------------------------------
 HOLD_LOCK = """
 import sys, time
-from lrm.train.guard import WorkdirLock
+from lrm.train.rundir import WorkdirLock
 lock = WorkdirLock(sys.argv[1]).acquire()
 print("held", flush=True)
 time.sleep(120)
@@ -146,10 +146,10 @@ def test_evaluate_falls_back_from_a_damaged_checkpoint(how, reference_run, tmp_p
 ORPHANED_READS = """
 import asyncio, gc, sys
 import tensorstore as ts
-from lrm.train import guard
+from lrm.train import rundir
 
 if sys.argv[1] == "quiet":
-  guard.quiet_storage_noise()
+  rundir.quiet_storage_noise()
 
 async def read(path):  # a checkpoint read that fails; nobody awaits the task
   return await ts.open({"driver": "zarr", "kvstore": {"driver": "file", "path": path}})
@@ -302,21 +302,21 @@ def test_sigterm_during_the_final_evaluation_stops_before_results(
 ):
   """A real SIGTERM as the final evaluation starts: no results.json, exit 143 with a message;
   the rerun evaluates again and writes the same results as the uninterrupted run."""
-  from lrm.train import finish
+  from lrm.train import loop
 
   wd = copy_run(reference_run, tmp_path / "w")
   (wd / "results.json").unlink()
-  real = finish.evaluate
+  real = loop.evaluate
 
   def evaluate_after_a_sigterm(*args, **kwargs):
     signal.raise_signal(signal.SIGTERM)
     return real(*args, **kwargs)
 
-  monkeypatch.setattr(finish, "evaluate", evaluate_after_a_sigterm)
+  monkeypatch.setattr(loop, "evaluate", evaluate_after_a_sigterm)
   rc, _, err = run_train(capsys, f"--config={tiny_config}:{REFERENCE}", f"--workdir={wd}")
   assert rc == 143
   assert "during the final evaluation" in one_error(err) and not (wd / "results.json").exists()
-  monkeypatch.setattr(finish, "evaluate", real)
+  monkeypatch.setattr(loop, "evaluate", real)
   rc, _, err = run_train(capsys, f"--config={tiny_config}:{REFERENCE}", f"--workdir={wd}")
   assert rc == 0, err[-3000:]
   ref = json.loads((reference_run / "results.json").read_text())

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from lrm.train.launch import LayoutError, first_host, layout, tasks_per_node
+from lrm.train.runtime import LayoutError, first_host, layout, tasks_per_node
 
 EIGHT = "0,1,2,3,4,5,6,7"
 

@@ -21,7 +21,7 @@ from lrm.analysis import budget, counting
 from lrm.mixers import presets
 from lrm.run import Run
 from lrm.study import grid, run, stats, sweep, verdicts
-from lrm.train import guard
+from lrm.train import rundir
 
 COSTS = (
   "params",
@@ -465,7 +465,7 @@ def test_script_lists_cells_rewrites_the_report_and_stops_with_143(tiny_study, c
   assert study_script.main(["--study=nope.py", f"--out={out}"]) == 2
 
   def stopped(*args, **kwargs):
-    raise guard.Interrupted("stopped by SIGTERM")
+    raise rundir.Interrupted("stopped by SIGTERM")
 
   monkeypatch.setattr(study_script.run, "run_study", stopped)
   monkeypatch.setattr(study_script.signal, "signal", lambda *a: None)

@@ -18,9 +18,8 @@ from flax import nnx
 from lrm import tasks
 from lrm.config import complete
 from lrm.data.arrays import ArrayDataset
-from lrm.train import loop, optim, sharding
-from lrm.train.evaluate import evaluate
-from lrm.train.step import Steps
+from lrm.train import loop, optim, runtime
+from lrm.train.step import Steps, evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("fast_compile")
@@ -95,13 +94,13 @@ def prepared(tiny_config, tmp_path_factory):
 def make_steps(p, **kw):
   opts = dict(dtype="float32", grad_accum=1) | kw
   tx, schedule = p.run.optimizer
-  return Steps(p.run.task, p.run.model, tx, schedule, mesh=sharding.make_mesh(), **opts)
+  return Steps(p.run.task, p.run.model, tx, schedule, mesh=runtime.make_mesh(), **opts)
 
 
 def train(steps, state, batches):
-  sh = sharding.batch_sharding(steps.mesh)
+  sh = runtime.batch_sharding(steps.mesh)
   for b in batches:
-    state = steps.train_step(state, sharding.put_batch(b, sh))
+    state = steps.train_step(state, runtime.put_batch(b, sh))
   return jax.device_get(state)
 
 
@@ -115,7 +114,7 @@ def full_batch_run(prepared):
 
 
 def replicated_copy(steps, tree):
-  return sharding.replicate(tree, steps.mesh)
+  return runtime.replicate(tree, steps.mesh)
 
 
 def test_grad_accumulation_equals_full_batch(prepared, full_batch_run):
@@ -125,7 +124,7 @@ def test_grad_accumulation_equals_full_batch(prepared, full_batch_run):
   p, batches = prepared
   full_steps, init, _ = full_batch_run
   model_state = replicated_copy(full_steps, init["model"])
-  batch = sharding.put_batch(batches[0], sharding.batch_sharding(full_steps.mesh))
+  batch = runtime.put_batch(batches[0], runtime.batch_sharding(full_steps.mesh))
   loss1, g1, sums1 = full_steps.gradients(model_state, batch)
   loss4, g4, sums4 = make_steps(p, grad_accum=4).gradients(model_state, batch)  # 4 x 2 rows
   np.testing.assert_allclose(loss1, loss4, rtol=1e-6)

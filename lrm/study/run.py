@@ -40,7 +40,7 @@ from lrm.analysis import content, cost, counting
 from lrm.analysis import receptive_field as rf
 from lrm.run import Run
 from lrm.study import extend, grid, report, sweep
-from lrm.train import guard, loop, rundir
+from lrm.train import loop, rundir
 
 RF_LENGTH = 256  # the receptive field is measured on at most this many tokens
 KERNEL_LENGTH = 128  # effective kernels: on the first tokens of one validation example
@@ -178,7 +178,7 @@ def finished(wd: Path, first_seed: bool = False) -> bool:
 
 
 def run_cells(plan: grid.Planner, cells: list[grid.Cell], out: Path, t0: float) -> None:
-  """Run the unfinished ``cells``; a SIGTERM raises ``guard.Interrupted`` (exit code 143)."""
+  """Run the unfinished ``cells``; a SIGTERM raises ``rundir.Interrupted`` (exit code 143)."""
   for n, cell in enumerate(cells, start=1):
     head = f"[{n}/{len(cells)}] {cell.key}"
     if finished(cell.workdir(out), cell.seed == plan.study["seeds"][0]):
@@ -187,7 +187,7 @@ def run_cells(plan: grid.Planner, cells: list[grid.Cell], out: Path, t0: float) 
     t1 = time.perf_counter()
     results = run_cell(plan, cell, out)
     if results is None:  # preempted: stop the study, rerun resumes
-      raise guard.Interrupted("stopped by SIGTERM")
+      raise rundir.Interrupted("stopped by SIGTERM")
     print(
       f"{head}: {fmt_metrics(results) if results else 'diverged'} "
       f"({time.perf_counter() - t1:.0f}s, total {time.perf_counter() - t0:.0f}s)",
@@ -236,7 +236,7 @@ def run_study(
   """Run every unfinished cell of the study (those whose key contains ``only``), then write
   the report (dollars at ``price``, default the study's): the learning-rate sweep first
   (extended upward while an arm's best rate is its highest, with ``lr_extend``), then every
-  cell at its arm's chosen rate. A SIGTERM stops the study (``guard.Interrupted``); the
+  cell at its arm's chosen rate. A SIGTERM stops the study (``rundir.Interrupted``); the
   same command resumes it.
 
   ``shard=(i, n)`` runs every n-th cell from the i-th, so n processes (each with its own

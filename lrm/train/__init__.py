@@ -1,20 +1,51 @@
 """The one trainer, its checkpoints and the evaluator (entry points: ``scripts/train.py``,
 ``scripts/evaluate.py``); the run they act on (task, model, optimizer) is ``lrm/run.py``.
 
-  loop.py        run(config, workdir): prepare (all input checks) then train; resume; finish
-  step.py        the jitted train/eval steps on a state pytree (grad accumulation, bfloat16)
+  loop.py        run(config, workdir): prepare (all input checks; new run, resume or
+                 --extend; warm-up warning), then the loop: set-up, resume, the steps with
+                 their evaluation and save points, finish (final test, results.json, plots)
+  step.py        the jitted train/eval steps on a state pytree (grad accumulation, bfloat16);
+                 evaluate: the metrics of one split for a model state (the trainer's and
+                 lrm/run.py's, which restores checkpoints)
   optim.py       AdamW with a weight-decay mask, warm-up + cosine / rsqrt / constant, clipping
-  sharding.py    the data-parallel mesh, batch placement, multi-host initialisation
   checkpoint.py  orbax CheckpointManager: newest N + best, atomic saves
-  evaluate.py    the metrics of one split for a model state (lrm/run.py restores checkpoints)
-  rundir.py      the run directory layout, config.json conflicts, results.json helpers
-  guard.py       one writer per workdir (lock), exit codes, SIGTERM handling, I/O failures
-  malloc.py      the glibc malloc tunables for CPU runs (train.py and the benchmarks)
-  monitor.py     metrics.jsonl, TensorBoard, the start/progress/validation/closing lines
+  rundir.py      the run directory layout, config.json conflicts, results.json helpers; what
+                 protects it: one writer (lock), exit codes, SIGTERM handling, I/O failures
+  runtime.py     the process: its multi-process layout from the environment (``python -m
+                 lrm.train.runtime`` prints it), glibc malloc tunables for CPU runs, the
+                 data-parallel mesh, batch placement, multi-host initialisation
+  report.py      what a run reports: metrics.jsonl, TensorBoard (config, hyperparameters) and
+                 wandb; the start/progress/validation/closing lines; tokens per second and
+                 time left; plots/curves.png; train.profile_steps' profiler trace
   console.py     stdout for progress, stderr for warnings, both teed into train.log
-  timing.py      tokens per second (compilation left out), time left (evaluations included)
-  plots.py       plots/curves.png: loss (train + validation), main metric, chance levels
-  tracking.py    the config as TensorBoard text and hyperparameters; optional wandb
-  trace.py       train.profile_steps: a jax.profiler trace of chosen steps
-  extend.py      new run, resume or --extend (to a larger train.steps); warm-up warning
+
+The modules before this layout (``lrm.train.guard``, ``lrm.train.monitor``, ...) still
+resolve, to the module that holds their contents now, with a ``DeprecationWarning``.
 """
+
+import importlib
+import types
+import warnings
+
+MOVED = {  # old module -> the module that holds its contents now
+  "evaluate": "step",
+  "extend": "loop",
+  "finish": "loop",
+  "guard": "rundir",
+  "launch": "runtime",
+  "malloc": "runtime",
+  "monitor": "report",
+  "plots": "report",
+  "sharding": "runtime",
+  "timing": "report",
+  "trace": "report",
+  "tracking": "report",
+}
+
+
+def __getattr__(name: str) -> types.ModuleType:
+  if name not in MOVED:
+    raise AttributeError(f"module 'lrm.train' has no attribute '{name}'")
+  new = f"lrm.train.{MOVED[name]}"
+  warnings.warn(f"lrm.train.{name} is now {new}", DeprecationWarning, stacklevel=2)
+  return importlib.import_module(new)

@@ -26,7 +26,7 @@ from typing import Any
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as cm
 
-from lrm.train.guard import IOFailure
+from lrm.train.rundir import IOFailure
 
 CHECKPOINT_CHOICES = "best, latest or a step number"
 

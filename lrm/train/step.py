@@ -1,4 +1,5 @@
-"""The jitted training and evaluation steps, as pure functions of a state pytree.
+"""The jitted training and evaluation steps, as pure functions of a state pytree, and the
+evaluator that sums the evaluation step over a split.
 
 The state is ``{"model": {"params", "rest"}, "train": {"opt", "step", "acc"}}`` (the same
 items a checkpoint holds). The model's structure (an ``nnx.GraphDef``, one per train/eval
@@ -17,11 +18,15 @@ Flax's NNX performance guide recommends).
   keeps that effective on CPU.
 * Metrics stay on the devices: each step adds its loss, gradient norm and the task's metric
   sums to ``acc``, read once per logging window (no host sync per step).
+* Evaluation (``evaluate``): the metrics of one split, every row once, for a model state. The
+  trainer calls it on its live state; ``lrm.run.Run.evaluate`` restores a saved checkpoint of
+  a run directory (on however many devices this machine has) and calls it too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import jax
@@ -32,8 +37,9 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from lrm.data.arrays import ArrayDataset
 from lrm.tasks.base import Task
-from lrm.train import sharding
+from lrm.train import runtime
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 State = dict[str, Any]
@@ -83,7 +89,7 @@ class Steps:
     model.train()
     self.graph_train, params, rest = nnx.split(model, nnx.Param, ...)
     self.model_shape = {"params": params, "rest": rest}  # ShapeDtypeStruct leaves
-    repl = sharding.replicated(mesh)
+    repl = runtime.replicated(mesh)
     self.repl = repl
     self.train_step = jax.jit(
       self._train_step, donate_argnums=0, out_shardings=repl, compiler_options=compiler_options()
@@ -122,7 +128,7 @@ class Steps:
 
   def abstract(self, tree: Any) -> Any:
     """Shape/dtype/replicated sharding of every leaf, for restoring onto this mesh."""
-    return sharding.abstract_replicated(tree, self.mesh)
+    return runtime.abstract_replicated(tree, self.mesh)
 
   # ---- training ------------------------------------------------------------------------------
   def _loss(self, params: Any, rest: Any, batch: Mapping[str, jax.Array]) -> tuple:
@@ -141,7 +147,7 @@ class Steps:
       return loss, grads, sums, rest
 
     A = self.accum
-    split = NamedSharding(self.mesh, P(None, sharding.AXIS))
+    split = NamedSharding(self.mesh, P(None, runtime.AXIS))
 
     def micro(x: jax.Array) -> jax.Array:
       x = x.reshape(x.shape[0] // A, A, *x.shape[1:]).swapaxes(0, 1)  # [A, B/A, ...]
@@ -202,4 +208,64 @@ class Steps:
 
   def zero_eval_acc(self, model_state: State, batch: Mapping[str, Any]) -> Any:
     shapes = jax.eval_shape(self._eval_sums, model_state, batch)
-    return sharding.replicate(jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes), self.mesh)
+    return runtime.replicate(jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes), self.mesh)
+
+
+# ---- evaluation of a split ---------------------------------------------------------------------
+def eval_batches(
+  full: ArrayDataset, batch_size: int, max_batches: int = 0
+) -> tuple[Iterator[dict[str, np.ndarray]], int, int]:
+  """This process's eval batches: ``(iterator, used, total)`` batch counts.
+
+  Every process runs the same number of steps (required by the collective step): shards
+  that run out of rows send padding batches whose rows are all ``valid=False``.
+  """
+  procs = jax.process_count()
+  local = batch_size // procs
+  total = math.ceil(math.ceil(len(full) / procs) / local)
+  used = min(total, max_batches) if max_batches > 0 else total
+  shard = full.shard(jax.process_index(), procs)
+
+  def gen() -> Iterator[dict[str, np.ndarray]]:
+    it = shard.eval_batches(local) if len(shard) else iter(())
+    last = None
+    for _ in range(used):
+      batch = next(it, None)
+      if batch is None:  # this shard is shorter: pad with invalid rows
+        batch = dict(last) if last is not None else full.select(np.zeros(local, np.int64))
+        batch["valid"] = np.zeros(local, bool)
+      last = batch
+      yield batch
+
+  return gen(), used, total
+
+
+def evaluate(
+  steps: Steps,
+  model_state: Any,
+  dataset: ArrayDataset,
+  *,
+  batch_size: int,
+  max_batches: int = 0,
+  split: str = "validation",
+  note: Callable[[str], None] = print,
+  stop: Callable[[], bool] | None = None,
+) -> dict[str, float] | None:
+  """Metrics of ``model_state`` on ``dataset`` (the full split; each process reads its shard);
+  None if ``stop()`` became true between batches (a SIGTERM)."""
+  batches, used, total = eval_batches(dataset, batch_size, max_batches)
+  if used < total:
+    note(
+      f"evaluating {split} on {used} of {total} batches (train.max_eval_batches={max_batches}); "
+      f"set it to 0 to use the whole split"
+    )
+  data_sh = runtime.batch_sharding(steps.mesh)
+  acc = None
+  for batch in batches:
+    if stop is not None and stop():
+      return None
+    if acc is None:
+      acc = steps.zero_eval_acc(model_state, batch)
+    acc = steps.eval_step(model_state, runtime.put_batch(batch, data_sh), acc)
+  sums = {k: (float(t), float(c)) for k, (t, c) in jax.device_get(acc).items()}
+  return steps.task.summarize(sums)

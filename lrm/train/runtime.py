@@ -1,11 +1,14 @@
-"""The process layout of a multi-process run, computed from the environment and nothing else.
+"""How this process runs: its place in a multi-process run, its allocator and its devices.
 
-  layout = launch.layout(os.environ)   # coordinator, process count and id, local device ids
-  python -m lrm.train.launch           # print this process's layout as JSON (a dry run)
+  layout = runtime.layout(os.environ)  # coordinator, process count and id, local device ids
+  python -m lrm.train.runtime          # print this process's layout as JSON (a dry run)
+  runtime.initialize_distributed()     # --multihost: join the run with exactly that layout
+  mesh = runtime.make_mesh()           # the data-parallel mesh over every device
 
-``lrm.train.sharding.initialize_distributed`` passes every field to
-``jax.distributed.initialize`` explicitly, so what runs is what this function (and its tests)
-say, on every cluster; the launch scripts only start processes. Sources, first match wins:
+Process layout, computed from the environment and nothing else. ``initialize_distributed``
+passes every field to ``jax.distributed.initialize`` explicitly, so what runs is what
+``layout`` (and its tests) say, on every cluster; the launch scripts only start processes.
+Sources, first match wins:
 
 * ``LRM_COORDINATOR=host:port`` with ``LRM_NUM_PROCESSES``, ``LRM_PROCESS_ID`` and optionally
   ``LRM_LOCAL_DEVICE_IDS=0,1`` (any machine, any launcher).
@@ -20,6 +23,25 @@ say, on every cluster; the launch scripts only start processes. Sources, first m
 * A Cloud TPU VM slice: worker ids and addresses from ``TPU_WORKER_ID`` and
   ``TPU_WORKER_HOSTNAMES`` (GKE) or from the VM's metadata server (``agent-worker-number``,
   ``worker-network-endpoints``), as JAX reads them; every chip of a worker is local.
+
+Allocator: ``TUNED_MALLOC``, the glibc malloc tunables for CPU runs, used by
+``scripts/train.py`` (``LRM_MALLOC_TUNING=1``) and by the benchmark harness (``benchmarks/``,
+``--malloc``). XLA on CPU allocates fresh temporaries on every step. With glibc's defaults,
+blocks above the mmap threshold go through mmap/munmap each time (page faults and zeroing on
+every step); these settings keep them in the heap: a 4 GiB mmap threshold, a 64 GiB trim
+threshold (the heap is not handed back between steps), transparent huge pages for the heap,
+and one arena: XLA allocates from its worker threads, and a thread's own arena grows in heaps
+of at most 64 MiB, so a larger block fell back to mmap on every step whatever the threshold
+(measured: BigBird fwd+bwd in one process grew x4.4 from 8K to 16K, x2.0 with one arena).
+glibc reads ``GLIBC_TUNABLES`` only when a process starts, so they go into the environment of
+a new one.
+
+Devices: data parallelism with JAX's own sharding; this is the only file that names mesh
+axes. One program runs everywhere: a 1-D mesh ``("data",)`` over every device of every
+process. Parameters and optimizer state are replicated; each batch is split along its first
+axis. Each process draws the same global batches and contributes its ``batch_size /
+process_count`` rows of each (``host_rows``); ``jax.make_array_from_process_local_data``
+assembles them. On one CPU this is a mesh of one device and costs nothing.
 """
 
 from __future__ import annotations
@@ -29,14 +51,27 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 TPU_PORT = 8482  # JAX's coordinator port on TPU slices
 GOOGLE_PCI_VENDOR = "0x1ae0"  # TPU chips show up as PCI devices of this vendor
 Metadata = Callable[[str], str | None]
 
+AXIS = "data"
+TUNED_MALLOC = (  # see the module docstring
+  "glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=4294967296"
+  ":glibc.malloc.trim_threshold=68719476736:glibc.malloc.arena_max=1"
+)
 
+
+# ---- process layout ------------------------------------------------------------------------------
 class LayoutError(ValueError):
   """The environment does not describe a consistent multi-process run (one line)."""
 
@@ -217,6 +252,109 @@ def _gce_metadata(key: str) -> str | None:
       return r.read().decode()
   except (urllib.error.URLError, OSError):
     return None
+
+
+# ---- devices: joining the run, the mesh, batch placement ----------------------------------------
+def initialize_distributed() -> Layout:
+  """Join a multi-process run; must be called before any other JAX call. Raises
+  ``LayoutError`` (one line) when the environment describes no such run."""
+  lay = layout(os.environ)
+  print(f"[lrm] {lay.describe()}", file=sys.stderr, flush=True)
+  jax.distributed.initialize(
+    coordinator_address=lay.coordinator,
+    num_processes=lay.num_processes,
+    process_id=lay.process_id,
+    local_device_ids=None if lay.local_device_ids is None else list(lay.local_device_ids),
+  )
+  return lay
+
+
+def make_mesh() -> Mesh:
+  """A 1-D mesh over all devices of all processes.
+
+  Axis type ``Auto`` lets XLA propagate shardings through the model (the mixers need no
+  annotations); ``Explicit`` (the ``make_mesh`` default) would make every reshape in the
+  micro-batch split spell out its sharding.
+  """
+  return jax.make_mesh((jax.device_count(),), (AXIS,), axis_types=(AxisType.Auto,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Rows split over the data axis."""
+  return NamedSharding(mesh, P(AXIS))
+
+
+def check_batch_size(name: str, size: int, grad_accum: int = 1) -> None:
+  """Raise a one-line error unless ``size`` splits evenly over processes and devices."""
+  devices, procs = jax.device_count(), jax.process_count()
+  if size < 1:
+    raise ValueError(f"{name}={size} must be positive")
+  if grad_accum < 1 or size % grad_accum:
+    raise ValueError(
+      f"{name}={size} is not divisible by train.grad_accum={grad_accum}; "
+      f"choose a batch size that is a multiple of it"
+    )
+  micro = size // grad_accum
+  if micro % devices or size % procs:
+    what = f"the micro-batch {micro} ({name}/grad_accum)" if grad_accum > 1 else f"{name}={size}"
+    raise ValueError(
+      f"{what} is not divisible by the {devices} devices ({procs} processes); "
+      f"set --config.{name} to a multiple of {devices * grad_accum}"
+    )
+
+
+def host_rows(
+  batches: Iterator[dict[str, np.ndarray]], index: int, count: int
+) -> Iterator[dict[str, np.ndarray]]:
+  """This process's rows of each global batch: the ``index``-th of ``count`` equal slices.
+
+  Every process draws the same global batches, so a run sees the same examples at each step
+  whatever its process count, and matches a single-process run (the loss is a mean over
+  rows, so it does not depend on which device holds which row).
+  """
+  for batch in batches:
+    rows = len(next(iter(batch.values()))) // count
+    yield {k: v[index * rows : (index + 1) * rows] for k, v in batch.items()}
+
+
+def put_batch(batch: Mapping[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
+  """This process's rows -> global arrays sharded along the batch axis."""
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+  """Copy a pytree of host-identical arrays onto every device (multi-process safe)."""
+  sh = replicated(mesh)
+
+  def put(x: Any) -> jax.Array:
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):  # typed keys: move the raw bits
+      return jax.random.wrap_key_data(put(jax.random.key_data(x)), impl=jax.random.key_impl(x))
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sh, lambda idx: x[idx])
+
+  return jax.tree.map(put, tree)
+
+
+def abstract_replicated(tree: Any, mesh: Mesh) -> Any:
+  """``ShapeDtypeStruct`` leaves carrying the replicated sharding, for sharded restores."""
+  sh = replicated(mesh)
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), tree)
+
+
+def describe() -> str:
+  """Process index/count and every device seen, for checking a cluster launch."""
+  lines = [
+    f"process {jax.process_index()} of {jax.process_count()}: "
+    f"{jax.local_device_count()} local / {jax.device_count()} global devices "
+    f"(backend {jax.default_backend()})"
+  ]
+  for d in jax.devices():
+    lines.append(f"  {d} process={d.process_index} kind={d.device_kind}")
+  return "\n".join(lines)
 
 
 def main() -> int:
