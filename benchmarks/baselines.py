@@ -104,8 +104,7 @@ class DotProductAttention(Baseline):
       return super().receptive_field()  # the whole sequence (the whole past, if causal)
     return self.window, 0 if self.causal else self.window
 
-  @property
-  def impl(self) -> str:
+  def choose_impl(self, dtype: jnp.dtype = jnp.float32, length: int | None = None) -> str:
     return "xla_dense" if self.implementation == "xla" else "cudnn"
 
 
@@ -211,8 +210,7 @@ class GroupedConv(Baseline):
     window = K - 1 if self.causal else (K - 1) // 2
     return presets.spec(self.baseline_of, window=window, causal=self.causal)
 
-  @property
-  def impl(self) -> str:
+  def choose_impl(self, dtype: jnp.dtype = jnp.float32, length: int | None = None) -> str:
     return "xla_grouped_conv"
 
 

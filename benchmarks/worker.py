@@ -40,7 +40,6 @@ from flax import nnx
 from benchmarks import cells
 from lrm import mixers, tasks
 from lrm.analysis import counting
-from lrm.mixers import dispatch
 from lrm.train import runtime
 from lrm.train.optim import make_optimizer
 from lrm.train.step import Steps
@@ -193,7 +192,7 @@ def mixer_call(cell: dict) -> tuple[dict, Any, tuple]:
   B, L, D = cell["batch"], cell["length"], cell["dim"]
   specs = cells.spec_list(cell["spec"])
   module = Stack(specs, dim=D, causal=cell.get("causal", False), rngs=nnx.Rngs(0))
-  impl = "+".join(dispatch.impl_of(m, dtype, L) for m in module.layers)  # auto: what ran
+  impl = "+".join(mixers.impl_of(m, dtype, L) for m in module.layers)  # auto: what ran
   info = {"impl": impl, "num_params": mixers.param_count(module)}
   info |= {"flops_impl_fwd": module.flops(L), "flops_fwd": useful_flops(module.layers, specs, L)}
   graphdef, params, rest = nnx.split(module, nnx.Param, ...)
@@ -260,7 +259,7 @@ def measure_train(cell: dict) -> dict:
   flops = counting.forward_flops(model, L)
   useful = flops - sum(m.flops(L) for m in layers) + useful_flops(layers, specs, L)
   info = {
-    "impl": "+".join(dispatch.impl_of(m, steps.dtype, L) for m in layers[: len(specs)]),
+    "impl": "+".join(mixers.impl_of(m, steps.dtype, L) for m in layers[: len(specs)]),
     "num_params": int(sum(x.size for x in jax.tree.leaves(state["model"]["params"]))),
     "flops_impl_fwd": flops,
     "flops_fwd": useful,

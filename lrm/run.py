@@ -26,7 +26,6 @@ from jax.sharding import Mesh
 
 from lrm import mixers, tasks
 from lrm.analysis import counting
-from lrm.mixers import dispatch
 from lrm.train import rundir, runtime
 from lrm.train.checkpoint import Checkpoints
 from lrm.train.optim import make_optimizer
@@ -93,9 +92,12 @@ class Run:
         f"the config has no {', '.join(repr(s) for s in missing)} entry; build it on "
         f"lrm.config.base_config()"
       )
-    # random attention patterns follow the run's seed (recorded in config.json)
+    # the run-level mixer options, written into the specs (config.json records them): random
+    # patterns follow the run's seed; rotary positions reach every attention mixer
     model = self.plain["model"]
-    model["mixer"] = mixers.seeded(model["mixer"], int(self.plain["seed"]))
+    model["mixer"] = mixers.with_run_options(
+      model["mixer"], seed=int(self.plain["seed"]), rotary=model.get("positions") == "rotary"
+    )
     self.config = ml_collections.ConfigDict(self.plain)
     self.workdir = None if workdir is None else Path(workdir)
     self.task = build_task(self.plain, vocab, data=data)
@@ -213,9 +215,9 @@ class Run:
 
   def impls(self) -> list[str]:
     """The implementation each layer's mixer runs on this backend at the task's length and
-    the training dtype (``impl="auto"`` resolved: ``lrm/mixers/dispatch.py``)."""
+    the training dtype (``impl="auto"`` resolved: ``Mixer.choose_impl``)."""
     dtype, length = DTYPES[self.plain["train"].get("dtype", "float32")], self.task.seq_len
-    return [dispatch.impl_of(m, dtype, length) for m in self.model.encoder.mixer_list()]
+    return [mixers.impl_of(m, dtype, length) for m in self.model.encoder.mixer_list()]
 
   # ---- cost ----------------------------------------------------------------------------------
   def costs(self) -> dict[str, float | int]:

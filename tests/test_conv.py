@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from lrm import mixers
-from lrm.mixers import conv, conv_fft, conv_kernels
+from lrm.mixers import conv
 
 B, D = 2, 8
 
@@ -91,7 +91,7 @@ def test_paths_match_direct(K, dil, causal, L, depthwise, gate):
 @pytest.mark.parametrize("K,dil,causal", [(3, 1, False), (4, 3, True)])
 def test_direct_matches_xla_grouped_conv(K, dil, causal):
   """The shift-and-add kernel (and its hand-written VJP) equals XLA's depthwise conv."""
-  left, right = conv_kernels.conv_offsets(K, dil, causal)
+  left, right = conv.conv_offsets(K, dil, causal)
   x, _ = inputs(33)
   w = np.random.default_rng(3).normal(size=(K, D)).astype(np.float32)
 
@@ -102,7 +102,7 @@ def test_direct_matches_xla_grouped_conv(K, dil, causal):
     )  # fmt: skip
 
   def ours(x, w):
-    return conv_kernels.depthwise_direct(x, w, left, right, dil)
+    return conv.depthwise_direct(x, w, left, right, dil)
 
   cot = np.random.default_rng(4).normal(size=x.shape).astype(np.float32)
 
@@ -120,7 +120,7 @@ def test_direct_matches_xla_grouped_conv(K, dil, causal):
 
 
 def expected_support(L, K, dil, causal):
-  left, _ = conv_kernels.conv_offsets(K, dil, causal)
+  left, _ = conv.conv_offsets(K, dil, causal)
   E = np.zeros((L, L), bool)
   for i in range(L):
     for k in range(K):
@@ -237,21 +237,19 @@ def test_helpers():
     return k == 1
 
   for n in range(1, 300):
-    assert conv_fft.next_fast_len(n) == next(k for k in range(n, 2 * n + 2) if smooth(k))
+    assert conv.next_fast_len(n) == next(k for k in range(n, 2 * n + 2) if smooth(k))
   # skew: out[t, s] = u[s - t], zero below the diagonal.
   u = jnp.arange(1.0, 5.0)[:, None]  # [U=4, D=1]
   want = np.array([[1, 2, 3, 4], [0, 1, 2, 3], [0, 0, 1, 2]], np.float32)
-  np.testing.assert_array_equal(conv_kernels.skew(u, 3)[..., 0], want)
-  np.testing.assert_array_equal(
-    conv_kernels.dilate(jnp.array([1.0, 2.0, 3.0]), 3), [1, 0, 0, 2, 0, 0, 3]
-  )
+  np.testing.assert_array_equal(conv.skew(u, 3)[..., 0], want)
+  np.testing.assert_array_equal(conv.dilate(jnp.array([1.0, 2.0, 3.0]), 3), [1, 0, 0, 2, 0, 0, 3])
 
 
 @pytest.mark.parametrize("K,dil,causal,L", [(5, 1, False, 61), (4, 2, True, 50), (3, 1, True, 7)])
 def test_overlap_save_fft_matches_direct(K, dil, causal, L):
   """Long sequences go through overlap-save windows; forced here with a tiny chunk."""
-  left, right = conv_kernels.conv_offsets(K, dil, causal)
-  n, step, chunks = conv_fft.fft_plan(L, K, dil, chunk=8)
+  left, right = conv.conv_offsets(K, dil, causal)
+  n, step, chunks = conv.fft_plan(L, K, dil, chunk=8)
   assert chunks > 1 or L < 8, (n, step, chunks)
   x, _ = inputs(L)
   w = np.random.default_rng(4).normal(size=(K, D)).astype(np.float32)
@@ -261,10 +259,10 @@ def test_overlap_save_fft_matches_direct(K, dil, causal, L):
     return lambda x, w: jnp.sum(f(x, w) * cot)
 
   def chunked(x, w):
-    return conv_fft.depthwise_fft(x, w, left, right, dil, chunk=8)
+    return conv.depthwise_fft(x, w, left, right, dil, chunk=8)
 
   def direct(x, w):
-    return conv_kernels.depthwise_direct(x, w, left, right, dil)
+    return conv.depthwise_direct(x, w, left, right, dil)
 
   np.testing.assert_allclose(chunked(x, w), direct(x, w), atol=2e-4)
   g1 = jax.grad(loss(chunked), argnums=(0, 1))(x, w)

@@ -20,7 +20,7 @@ import pytest
 from flax import nnx
 
 import lrm.mixers as mixers
-from lrm.mixers import attention, attention_cache, sparse_cache
+from lrm.mixers import attention, sparse
 from lrm.mixers.base import DecodeError, Mixer
 
 D, B = 16, 2
@@ -150,7 +150,7 @@ def test_rotary_at_matches_the_forward_table_far_out():
   x = np.random.default_rng(1).standard_normal((1, 2, 1, 8), dtype=np.float32)
   pos = np.array([0, 1, 127, 128, 5_000, 32_767, 1_000_003])
   want = np.stack([np.asarray(attention.rotary(x, np.array([p])))[:, :, 0] for p in pos])
-  one = jax.jit(functools.partial(attention_cache.rotary_at, x[:, :, 0]))
+  one = jax.jit(functools.partial(attention.rotary_at, x[:, :, 0]))
   got = np.stack([np.asarray(one(jnp.int32(p))) for p in pos])
   np.testing.assert_allclose(got, want, atol=2e-6)
 
@@ -161,13 +161,13 @@ def test_block_slots_are_the_blocks_still_read():
   than the sequence has; BigBird's last global block reads everything, so it keeps all."""
   W = 12
   c, d = np.arange(W)[:, None], np.arange(W)[None, :]
-  band = sparse_cache.plan((d <= c) & (c - d <= 2), np.zeros(W, bool))
+  band = sparse.plan((d <= c) & (c - d <= 2), np.zeros(W, bool))
   assert band["write"].max() + 1 == 3 and band["read"].shape[1] == 3
   spec = dict(heads=4, block=64, causal=True)
   full = build(mixers.presets.spec("global", **spec)).cache_bytes(1, 8192)
   for name in ("random", "local_random", "bigbird"):
     m = build(mixers.presets.spec(name, **spec))
-    slots = int(sparse_cache.plan(*m.decode_adjacency(128))["write"].max()) + 1
+    slots = int(sparse.plan(*m.decode_adjacency(128))["write"].max()) + 1
     if name == "bigbird":
       assert slots == 128 and full < m.cache_bytes(1, 8192) < 1.01 * full
     else:

@@ -1,4 +1,4 @@
-"""The accelerator fast paths behind ``impl="auto"``: the decision for each backend name, and
+"""The accelerator fast paths behind ``impl="auto"``: the decision for each platform, and
 every path that can run here (XLA, the blocked kernel, Pallas splash in interpret mode)
 against the dense oracle, forward and gradients, with padding."""
 
@@ -10,18 +10,20 @@ import numpy as np
 import pytest
 from test_attention import build, fwd_and_grads, normal
 
-from lrm.mixers import dispatch
+from lrm import mixers
+from lrm.mixers import attention
 
 BF16, F32 = jnp.bfloat16, jnp.float32
 
 
-def decide(backend, dtype=BF16, *, window=None, causal=False, cudnn=True, splash=True):
-  return dispatch.choose(
-    backend,
-    fallback="xla" if window is None else "blocked",
+def decide(backend, dtype=BF16, *, window=None, causal=False, cudnn=True, splash=True, globals_=0):
+  return attention.attention_impl(
+    "auto",
+    platform=backend,
     dtype=dtype,
     causal=causal,
     window=window,
+    global_tokens=globals_,
     head_dim=64,
     length=4096,
     cudnn_ok=lambda *a: cudnn,
@@ -44,10 +46,12 @@ def test_decision_for_each_backend_name():
   assert decide("gpu", window=64, causal=False) == "blocked"  # bidirectional stays blocked
   assert decide("gpu", F32, window=64, causal=True) == "blocked"
   assert decide("rocm", cudnn=True) == "cudnn"  # asked of JAX, which refuses without cuDNN
+  assert decide("tpu", window=64, globals_=2) == "blocked"  # a pattern only blocked has
+  assert decide("gpu", window=64, causal=True, globals_=2) == "blocked"
 
 
 def test_mixers_resolve_auto_through_the_backend(monkeypatch):
-  monkeypatch.setattr(dispatch, "cudnn_supports", lambda *a: True)
+  monkeypatch.setattr(attention, "cudnn_supports", lambda *a: True)
   monkeypatch.setattr(jax, "default_backend", lambda: "cpu")  # as if built on CPU, anywhere
   glob, causal_local = build({"name": "global"}, False), build({"name": "local"}, True)
   local, with_globals = (
@@ -56,22 +60,22 @@ def test_mixers_resolve_auto_through_the_backend(monkeypatch):
   )
   assert (glob.impl, local.impl) == ("xla", "blocked")
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-  assert dispatch.impl_of(glob, BF16, 1024) == "cudnn"
-  assert dispatch.impl_of(glob, F32, 1024) == "xla"
-  assert dispatch.impl_of(causal_local, BF16, 1024) == "cudnn"
-  assert dispatch.impl_of(local, BF16, 1024) == "blocked"
-  assert dispatch.impl_of(with_globals, BF16, 1024) == "blocked"  # a pattern only blocked has
+  assert mixers.impl_of(glob, BF16, 1024) == "cudnn"
+  assert mixers.impl_of(glob, F32, 1024) == "xla"
+  assert mixers.impl_of(causal_local, BF16, 1024) == "cudnn"
+  assert mixers.impl_of(local, BF16, 1024) == "blocked"
+  assert mixers.impl_of(with_globals, BF16, 1024) == "blocked"  # a pattern only blocked has
   monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
-  assert dispatch.impl_of(local, F32, 1024) == "splash"
-  assert dispatch.impl_of(build({"name": "local", "impl": "dense"}, False), F32, 64) == "dense"
-  assert dispatch.impl_of(build({"name": "conv"}, False), F32, 64) == "direct"  # not attention
+  assert mixers.impl_of(local, F32, 1024) == "splash"
+  assert mixers.impl_of(build({"name": "local", "impl": "dense"}, False), F32, 64) == "dense"
+  assert mixers.impl_of(build({"name": "conv"}, False), F32, 64) == "direct"  # not attention
   with pytest.raises(ValueError, match="has no global tokens"):
     build({"name": "local", "global_tokens": 2, "impl": "splash"}, False)
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="asks this machine's JAX")
 def test_cudnn_is_not_offered_without_cudnn():
-  assert not dispatch.cudnn_supports("bfloat16", 64, False, None, 256)  # CPU: not detected
+  assert not attention.cudnn_supports("bfloat16", 64, False, None, 256)  # CPU: not detected
 
 
 CASES = {  # spec, L: lengths that are not multiples of the splash tile (128)
@@ -114,14 +118,14 @@ def test_run_names_the_impl_each_layer_runs(tiny_config, data_cache, monkeypatch
   monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
   assert Run(c).impls() == ["xla", "blocked", "direct"]
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-  monkeypatch.setattr(dispatch, "cudnn_supports", lambda *a: True)
+  monkeypatch.setattr(attention, "cudnn_supports", lambda *a: True)
   assert Run(c).impls() == ["xla", "blocked", "direct"]  # float32: cuDNN does not take it
   c.train.dtype = "bfloat16"
   assert Run(c).impls() == ["cudnn", "cudnn", "direct"]
 
 
 def compare_cudnn_with_oracle(causal, window, dtype, tol):
-  """``dispatch.attend("cudnn")`` (padding as key lengths, a left window) vs the dense
+  """``attention.fused_attend("cudnn")`` (padding as key lengths, a left window) vs the dense
   oracle: outputs on real rows and gradients w.r.t. q, k, v."""
   from lrm.mixers import masks
   from lrm.mixers.attention import dense_attention
@@ -141,7 +145,9 @@ def compare_cudnn_with_oracle(causal, window, dtype, tol):
 
     return jax.jit(jax.value_and_grad(loss, (0, 1, 2), has_aux=True))(q, k, v)
 
-  (_, o1), g1 = grads(lambda *a: dispatch.attend("cudnn", *a, valid, causal=causal, window=window))
+  (_, o1), g1 = grads(
+    lambda *a: attention.fused_attend("cudnn", *a, valid, causal=causal, window=window)
+  )
   (_, o2), g2 = grads(lambda *a: dense_attention(*a, mask))
   rows = np.broadcast_to(valid[:, None, :], (B, N, L))
   np.testing.assert_allclose(np.asarray(o1)[rows], np.asarray(o2)[rows], atol=tol, rtol=tol)
@@ -164,7 +170,7 @@ def test_cudnn_call_means_the_oracle_pattern(causal, window, monkeypatch):
 
 
 @pytest.mark.skipif(
-  not dispatch.cudnn_supports("bfloat16", 64, True, 16, 256), reason="needs a GPU with cuDNN"
+  not attention.cudnn_supports("bfloat16", 64, True, 16, 256), reason="needs a GPU with cuDNN"
 )
 @pytest.mark.parametrize("causal, window", CUDNN_CASES)
 def test_cudnn_path_matches_dense_oracle(causal, window):

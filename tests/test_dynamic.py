@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from lrm import mixers
-from lrm.mixers import dynamic_kernels
+from lrm.mixers import dynamic
 
 B, D = 2, 16
 NAMES = ("dynamic_conv", "involution")
@@ -189,6 +189,6 @@ def test_bfloat16_keeps_dtype(name):
 
 def test_skew_helpers():
   w = jnp.arange(1.0, 7.0).reshape(2, 3)  # [T=2, K=3]
-  band = dynamic_kernels.skew_rows(w, 4)
+  band = dynamic.skew_rows(w, 4)
   np.testing.assert_array_equal(band, [[1, 2, 3, 0], [0, 4, 5, 6]])
-  np.testing.assert_array_equal(dynamic_kernels.unskew_rows(band, 3), w)
+  np.testing.assert_array_equal(dynamic.unskew_rows(band, 3), w)

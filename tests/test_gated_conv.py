@@ -12,7 +12,7 @@ from flax import nnx
 
 from lrm import mixers
 from lrm.analysis import receptive_field as rf
-from lrm.mixers import conv_fft, gated_conv
+from lrm.mixers import conv, gated_conv
 from lrm.model import Encoder
 
 B, D = 2, 8
@@ -140,8 +140,8 @@ def test_flops_match_xla(opts):
   m = nnx.eval_shape(lambda: build(dim=32, **opts))
   ours, xla = m.flops(L), xla_flops(m, L)
   if m.impl == "fft":
-    n, _, chunks = conv_fft.fft_plan(L, m.kernel_size, m.dilation)
-    ours += (2 * chunks + 1) * 32 * conv_fft.fft_flops(n) * (fft_cost_ratio(n) - 1)
+    n, _, chunks = conv.fft_plan(L, m.kernel_size, m.dilation)
+    ours += (2 * chunks + 1) * 32 * conv.fft_flops(n) * (fft_cost_ratio(n) - 1)
   assert abs(ours - xla) <= 0.15 * xla, (ours, xla)
 
 

@@ -106,7 +106,7 @@ def test_flops_match_xla(causal, impl):
   ours = m.flops(L)
   if impl == "fft":
     n = hyena.fft_length(L)
-    fft = 3 * 32 * mixers.conv_fft.fft_flops(n)  # z, y and the filter; per channel
+    fft = 3 * 32 * mixers.conv.fft_flops(n)  # z, y and the filter; per channel
     ours += fft * (fft_cost_ratio(n) - 1)
   xla = xla_flops(m, L)
   assert abs(ours - xla) <= 0.15 * xla, (ours, xla)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,7 +29,7 @@ from flax import nnx
 
 from lrm import registry
 from lrm.mixers import presets
-from lrm.mixers.base import DecodeError, Mixer, param_count
+from lrm.mixers.base import DecodeError, Mixer, impl_of, param_count
 
 
 def _import_all() -> None:
@@ -38,6 +39,31 @@ def _import_all() -> None:
 
 
 _import_all()
+
+# Modules merged into the file of their concept (one-line deprecation aliases): the old name
+# still imports, with a warning naming the new place.
+MOVED = {
+  "attention_cache": "attention",
+  "block_core": "attention",
+  "blocked": "attention",
+  "dispatch": "attention",
+  "summary": "local",
+  "local_cache": "local",
+  "sparse_cache": "sparse",
+  "conv_kernels": "conv",
+  "conv_fft": "conv",
+  "hyena_cache": "hyena",
+  "dynamic_kernels": "dynamic",
+}
+
+
+def __getattr__(name: str):
+  if name in MOVED:
+    new = f"{__name__}.{MOVED[name]}"
+    warnings.warn(f"{__name__}.{name} moved to {new}", DeprecationWarning, stacklevel=2)
+    return importlib.import_module(new)
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 SHARED = ("dim", "causal", "rngs", "layer_idx")
 
@@ -59,12 +85,18 @@ def build(
   return registry.build("mixer", spec, dim=dim, causal=causal, rngs=rngs, layer_idx=layer_idx)
 
 
-def seeded(
-  mixer: Mapping[str, Any] | Sequence[Mapping[str, Any]], seed: int
+def with_run_options(
+  mixer: Mapping[str, Any] | Sequence[Mapping[str, Any]], *, seed: int, rotary: bool
 ) -> dict[str, Any] | list[dict[str, Any]]:
-  """``model.mixer`` (one spec or a list) with ``seed`` set in every spec whose mixer takes a
-  ``seed`` option (fixed random patterns: a function of this seed and the layer index) and
-  does not set it already. ``lrm.run.Run`` fills the run's seed, so config.json records it."""
+  """``model.mixer`` (one spec or a list) with the run-level options written in explicitly.
+
+  A mixer class declares them in ``Mixer.RUN_OPTIONS``: ``"seed"`` (fixed random patterns, a
+  function of the run's seed and the layer index) and ``"rotary"`` (set when
+  ``model.positions == "rotary"``). A spec that sets an option already keeps its value.
+  ``lrm.config.complete`` (the command line, ``--print_config``) and ``lrm.run.Run`` (every
+  run, so config.json records it) call this; the encoder builds exactly the specs it gets.
+  """
+  values = {"seed": int(seed), "rotary": True}
 
   def fill(spec: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(spec)
@@ -72,11 +104,30 @@ def seeded(
       cls = registry.lookup("mixer", out.get("name", ""))
     except KeyError:
       return out  # building names the known mixers
-    if "seed" in registry.options(cls, SHARED):
-      out.setdefault("seed", int(seed))
+    for option in cls.RUN_OPTIONS:
+      if option == "seed" or (option == "rotary" and rotary):
+        out.setdefault(option, values[option])
     return out
 
   return fill(mixer) if isinstance(mixer, Mapping) else [fill(s) for s in mixer]
 
 
-__all__ = ["DecodeError", "Mixer", "build", "check", "names", "param_count", "presets", "seeded"]
+def seeded(
+  mixer: Mapping[str, Any] | Sequence[Mapping[str, Any]], seed: int
+) -> dict[str, Any] | list[dict[str, Any]]:
+  """Deprecated: ``with_run_options(mixer, seed=seed, rotary=False)``."""
+  return with_run_options(mixer, seed=seed, rotary=False)
+
+
+__all__ = [
+  "DecodeError",
+  "Mixer",
+  "build",
+  "check",
+  "impl_of",
+  "names",
+  "param_count",
+  "presets",
+  "seeded",
+  "with_run_options",
+]

@@ -92,13 +92,17 @@ class Mixer(nnx.Module):
   """Base class: subclasses call ``super().__init__`` first and implement ``__call__``, ``flops``.
 
   ``Mixer.__init__`` validates and stores what every mixer shares: ``dim``, ``causal``,
-  ``layer_idx``, the requested ``impl`` (one of the class's ``IMPLS``) and, for mixers with
-  heads, ``num_heads`` and ``head_dim``. A subclass that resolves ``impl="auto"`` sets
-  ``self._impl`` afterwards; ``requested_impl`` keeps what was asked for. Subclasses may
-  override ``receptive_field`` (analytic per-layer reach).
+  ``layer_idx``, the requested ``impl`` (``requested_impl``, one of the class's ``IMPLS``)
+  and, for mixers with heads, ``num_heads`` and ``head_dim``. A mixer with more than one
+  kernel overrides ``choose_impl``, the one place its kernel is chosen (from the platform,
+  the dtype and the shapes; its ``__call__`` asks it once per call). Subclasses may override
+  ``receptive_field`` (analytic per-layer reach).
   """
 
   IMPLS: tuple[str, ...] = ("default",)
+  # options the run writes into this mixer's spec (``lrm.mixers.with_run_options``):
+  # "rotary" (model.positions == "rotary"), "seed" (the run's seed, for fixed random patterns)
+  RUN_OPTIONS: tuple[str, ...] = ()
 
   causal: bool
   dim: int
@@ -124,7 +128,7 @@ class Mixer(nnx.Module):
         )
       self.num_heads, self.head_dim = int(num_heads), dim // num_heads
     self.dim, self.causal, self.layer_idx = int(dim), bool(causal), layer_idx
-    self.requested_impl = self._impl = impl
+    self.requested_impl = impl
 
   @classmethod
   def mixer_name(cls) -> str:
@@ -149,10 +153,15 @@ class Mixer(nnx.Module):
     """
     return (UNBOUNDED, 0) if self.causal else None
 
+  def choose_impl(self, dtype: jnp.dtype = jnp.float32, length: int | None = None) -> str:
+    """The implementation that runs for ``dtype`` inputs of ``length`` tokens (None: any) on
+    this platform. The default runs what was asked for."""
+    return self.requested_impl
+
   @property
   def impl(self) -> str:
-    """Name of the implementation that runs (e.g. ``"blocked"``, ``"fft"``)."""
-    return self._impl
+    """Name of the implementation that runs in float32 (e.g. ``"blocked"``, ``"fft"``)."""
+    return self.choose_impl(jnp.float32, None)
 
   # ---- decoding (see the module docstring) ----
 
@@ -198,6 +207,11 @@ class Mixer(nnx.Module):
     """Bytes of ``init_cache(batch, max_len)``, from shapes alone (nothing is allocated)."""
     shapes = jax.eval_shape(lambda: self.init_cache(batch, max_len))
     return int(sum(np.prod(a.shape) * a.dtype.itemsize for a in jax.tree.leaves(shapes)))
+
+
+def impl_of(mixer: Mixer, dtype: jnp.dtype, length: int) -> str:
+  """The implementation ``mixer`` runs for ``dtype`` inputs of ``length`` tokens here."""
+  return mixer.choose_impl(dtype, length)
 
 
 def param_count(module: nnx.Module) -> int:

@@ -17,31 +17,171 @@ right). Padding: padded inputs are zeroed before mixing, and ``dynamic_conv`` re
 softmax over the real, in-sequence taps only (out-of-range taps get weight 0, not a share of
 the softmax as in fairseq); a row with no real tap (a padded query) gets all-zero weights.
 
-Implementations (kernels in ``dynamic_kernels.py``, all accumulating in float32): ``unfold``
+Implementations (kernels below, all accumulating in float32): ``unfold``
 (shift-and-weight, O(L K D)), ``blocked`` (per-block band matmuls, O(L (T+K) D)) and ``dense``
 (the [B, N, L, S] banded matrix gathered from the taps: the O(L^2 D) oracle). ``auto`` =
 unfold for K <= 128, else blocked: on CPU, unfold was faster for short kernels and the
 band matmuls for long ones, although they compute more FLOPs.
+
+Kernels
+-------
+
+Kernels of ``dynamic_conv`` and ``involution``: per-token taps applied over a K-tap window.
+
+Every function mixes values ``v [B, L, N, H]`` with per-token taps ``w [B, L, N, K]``:
+``y[:, i] = sum_k w[:, i, :, k] * v[:, i - left + k]`` (the window of
+``conv.conv_offsets`` with dilation 1), accumulating in float32.
+
+  unfold_mix   shift-and-weight over K static slices: O(L K D) FLOPs, O(L N K) extra memory.
+               Hand-written VJP: dv is a shift-and-add with the window flipped, and the tap
+               gradient a blocked matmul read along its diagonals (autodiff makes K separate
+               reductions over H, which are slow on CPU).
+  blocked_mix  per block of T tokens, a ``[T, U]`` band of taps (row-skewed by pad/reshape)
+               times the ``U = c * T`` tokens of its window: O(L (T + K) D) FLOPs.
+  band_matrix  the oracle's ``[B, N, L, S]`` banded matrix, gathered from the taps.
 """
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from lrm.mixers.base import MASKED_LOGIT, Mixer, check_int, zero_padded
-from lrm.mixers.conv_kernels import ACC, conv_offsets, fill_window, push_window, window_cache
-from lrm.mixers.dynamic_kernels import (
-  band_index,
-  band_matrix,
-  block_geometry,
-  blocked_mix,
-  tap_valid,
-  unfold_mix,
+from lrm.mixers.conv import (
+  ACC,
+  conv_offsets,
+  fill_window,
+  pad_len,
+  push_window,
+  toeplitz_block,
+  window_cache,
 )
 from lrm.registry import register
 
+
+# ---- kernels -------------------------------------------------------------------------------------
+def _shift_mix(w: jax.Array, v: jax.Array, left: int, right: int) -> jax.Array:
+  """``y[:, i] = sum_k w[:, i, :, k] * v[:, i - left + k]``; w [B, L, N, K], v [B, L, N, H]."""
+  L, K = v.shape[1], w.shape[-1]
+  vp = pad_len(v.astype(ACC), left, right)  # [B, L + K - 1, N, H]
+  y = jnp.zeros(v.shape, ACC)
+  for k in range(K):
+    y = y + w[..., k, None].astype(ACC) * vp[:, k : k + L]
+  return y
+
+
+def block_geometry(length: int, kernel_size: int) -> tuple[int, int, int]:
+  """(T, c, nb): block size, blocks per window (U = c * T), number of blocks."""
+  T = toeplitz_block(kernel_size)
+  return T, 1 + -(-(kernel_size - 1) // T), -(-length // T)
+
+
+def _windows(v: jax.Array, left: int, T: int, c: int, nb: int) -> jax.Array:
+  """``[B, L, N, H] -> [B, W, U, N, H]``: block b's window = padded tokens bT-left..+U."""
+  B, L, N, H = v.shape
+  vp = pad_len(v, left, (nb + c - 1) * T - L - left)  # [B, (W+c-1)*T, N, H]
+  vb = vp.reshape(B, nb + c - 1, T, N, H)
+  return jnp.concatenate([vb[:, j : j + nb] for j in range(c)], axis=2)  # [B, W, U, N, H]
+
+
+def _blocks(x: jax.Array, T: int, nb: int) -> jax.Array:
+  """``[B, L, ...] -> [B, W, T, ...]`` (zero-padded to nb * T)."""
+  x = pad_len(x, 0, nb * T - x.shape[1])
+  return x.reshape(x.shape[0], nb, T, *x.shape[2:])
+
+
+def skew_rows(w: jax.Array, U: int) -> jax.Array:
+  """``[..., T, K] -> [..., T, U]`` with ``out[t, s] = w[t, s - t]`` (0 off the band).
+
+  Each row is padded to U + 1; re-reading the flat buffer with rows of U shifts row t right
+  by t, the entries wrapped in from the row above being padding (needs U >= T + K - 1).
+  """
+  *lead, T, K = w.shape
+  r = jnp.pad(w, [(0, 0)] * len(lead) + [(0, 0), (0, U + 1 - K)])  # [..., T, U + 1]
+  return r.reshape(*lead, T * (U + 1))[..., : T * U].reshape(*lead, T, U)
+
+
+def unskew_rows(p: jax.Array, K: int) -> jax.Array:
+  """Inverse read of ``skew_rows``: ``[..., T, U] -> [..., T, K]``, ``out[t, k] = p[t, t + k]``."""
+  *lead, T, U = p.shape
+  f = jnp.pad(p.reshape(*lead, T * U), [(0, 0)] * len(lead) + [(0, T)])
+  return f.reshape(*lead, T, U + 1)[..., :K]
+
+
+def blocked_mix(w: jax.Array, v: jax.Array, left: int, right: int) -> jax.Array:
+  """Same result as ``_shift_mix`` as batched [T, U] x [U, H] matmuls per block and head."""
+  B, L, N, H = v.shape
+  T, c, nb = block_geometry(L, w.shape[-1])
+  win = _windows(v.astype(ACC), left, T, c, nb)  # [B, W, U, N, H]
+  wb = jnp.moveaxis(_blocks(w.astype(ACC), T, nb), 3, 2)  # [B, W, N, T, K]
+  band = skew_rows(wb, c * T)  # [B, W, N, T, U]
+  y = jnp.einsum("BWNTU,BWUNH->BWTNH", band, win)
+  return y.reshape(B, nb * T, N, H)[:, :L]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def unfold_mix(w: jax.Array, v: jax.Array, left: int, right: int) -> jax.Array:
+  """``_shift_mix`` with a fast hand-written VJP."""
+  return _shift_mix(w, v, left, right)
+
+
+def _unfold_fwd(w, v, left, right):
+  return unfold_mix(w, v, left, right), (w, v)
+
+
+def _unfold_bwd(left, right, res, g):
+  w, v = res
+  B, L, N, H = v.shape
+  K = w.shape[-1]
+  # dv[j] = sum_k (g * w_k)[j + left - k]: shift-and-add, the window flipped.
+  gp = pad_len(g.astype(ACC), right, left)  # [B, L + K - 1, N, H]
+  wp = pad_len(w.astype(ACC), right, left)  # [B, L + K - 1, N, K]
+  dv = jnp.zeros(v.shape, ACC)
+  for k in range(K):
+    s = K - 1 - k
+    dv = dv + gp[:, s : s + L] * wp[:, s : s + L, :, k, None]
+  # dw[i, k] = <g_i, v_{i-left+k}>: per block, P = G Win^T [T, U], then read its diagonals.
+  T, c, nb = block_geometry(L, K)
+  win = _windows(v.astype(ACC), left, T, c, nb)  # [B, W, U, N, H]
+  p = jnp.einsum("BWTNH,BWUNH->BWNTU", _blocks(g.astype(ACC), T, nb), win)
+  dw = jnp.moveaxis(unskew_rows(p, K), 2, 3).reshape(B, nb * T, N, K)[:, :L]
+  return dw.astype(w.dtype), dv.astype(v.dtype)
+
+
+unfold_mix.defvjp(_unfold_fwd, _unfold_bwd)
+
+
+def band_index(length: int, kernel_size: int, left: int) -> tuple[np.ndarray, np.ndarray]:
+  """``[L, S]`` constants: the tap k linking query l to key s, and whether it is in the window."""
+  off = np.arange(length)[None, :] - np.arange(length)[:, None] + left  # [L, S]
+  inside = (off >= 0) & (off < kernel_size)
+  return np.where(inside, off, 0), inside
+
+
+def band_matrix(w: jax.Array, left: int) -> jax.Array:
+  """Oracle: ``w [B, L, N, K] -> [B, N, L, S]`` with ``out[.., l, s] = w[:, l, :, s - l + left]``
+  inside the window and 0 outside (a gather: independent of the shift/skew paths)."""
+  B, L, N, K = w.shape
+  idx, inside = band_index(L, K, left)
+  a = jnp.take_along_axis(w, jnp.asarray(idx)[None, :, None, :], axis=-1)  # [B, L, N, S]
+  return jnp.where(jnp.asarray(inside)[None, :, None], a, 0.0).transpose(0, 2, 1, 3)
+
+
+def tap_valid(mask: jax.Array | None, length: int, left: int, right: int) -> jax.Array:
+  """``[B|1, L, K]`` bool: tap k of query i is an in-sequence (and real, if masked) token."""
+  K = left + right + 1
+  if mask is None:
+    pos = np.arange(length)[:, None] - left + np.arange(K)  # [L, K]
+    return jnp.asarray((pos >= 0) & (pos < length))[None]
+  mp = pad_len(mask, left, right, False)  # [B, L + K - 1]
+  return jnp.stack([mp[:, k : k + length] for k in range(K)], axis=-1)  # [B, L, K]
+
+
+# ---- the mixer -----------------------------------------------------------------------------------
 UNFOLD_MAX_TAPS = 128
 
 
@@ -57,15 +197,19 @@ class WindowMixer(Mixer):
     super().__init__(dim, causal=causal, layer_idx=layer_idx, impl=impl, num_heads=num_heads)
     self.kernel_size = int(kernel_size)
     self.left, self.right = conv_offsets(self.kernel_size, 1, self.causal)
-    if impl == "auto":
-      self._impl = "unfold" if kernel_size <= UNFOLD_MAX_TAPS else "blocked"
+
+  def choose_impl(self, dtype: jnp.dtype = ACC, length: int | None = None) -> str:
+    """``auto``: unfold up to ``UNFOLD_MAX_TAPS`` taps, else blocked."""
+    if self.requested_impl != "auto":
+      return self.requested_impl
+    return "unfold" if self.kernel_size <= UNFOLD_MAX_TAPS else "blocked"
 
   def receptive_field(self) -> tuple[int, int]:
     return self.left, self.right
 
-  def _mix(self, w: jax.Array, v: jax.Array) -> jax.Array:
-    """Windowed mixing by the fast path (w ``[B, L, N, K]``, v ``[B, L, N, H]``)."""
-    mix = unfold_mix if self._impl == "unfold" else blocked_mix
+  def _mix(self, w: jax.Array, v: jax.Array, impl: str) -> jax.Array:
+    """Windowed mixing by the fast path ``impl`` (w ``[B, L, N, K]``, v ``[B, L, N, H]``)."""
+    mix = unfold_mix if impl == "unfold" else blocked_mix
     return mix(w, v, self.left, self.right)  # [B, L, N, H] float32
 
   def _dense(self, a: jax.Array, v: jax.Array) -> jax.Array:
@@ -84,11 +228,11 @@ class WindowMixer(Mixer):
     v = window.reshape(B, K, self.num_heads, D // self.num_heads).astype(ACC)  # [B, K, N, H]
     return jnp.einsum("BNK,BKNH->BNH", w.astype(ACC), v).reshape(B, D)
 
-  def _mix_flops(self, length: int) -> float:
+  def _mix_flops(self, length: int, impl: str) -> float:
     L, D, K = length, self.dim, self.kernel_size
-    if self._impl == "unfold":
+    if impl == "unfold":
       return 2 * L * K * D
-    if self._impl == "blocked":
+    if impl == "blocked":
       T, c, nb = block_geometry(L, K)
       return 2 * nb * T * c * T * D
     return 2 * L * L * D  # the gathered [L, S] band (no FLOPs) times the values
@@ -96,11 +240,7 @@ class WindowMixer(Mixer):
   def algorithmic_flops(self, length: int) -> int:
     """The operator's own work (``lrm.analysis.counting``): the unfolded K-tap count (2KD
     per token for the taps), whatever kernel runs."""
-    impl, self._impl = self._impl, "unfold"
-    try:
-      return self.flops(length)
-    finally:
-      self._impl = impl
+    return self.flops(length, impl="unfold")
 
 
 @register("mixer", "dynamic_conv")
@@ -148,7 +288,8 @@ class DynamicConv(WindowMixer):
     h, u = self._inputs(zero_padded(x, mask))  # [B, L, D] each
     v = u.reshape(B, L, N, D // N)  # [B, L, N, H]
     logits = self.taps(h).astype(ACC).reshape(B, L, N, K)  # [B, L, N, K]
-    if self._impl == "dense":
+    impl = self.choose_impl(x.dtype, L)
+    if impl == "dense":
       # Oracle: scatter the logits into the L x S band and softmax over every allowed key.
       s = band_matrix(logits, self.left)  # [B, N, L, S]
       allowed = jnp.asarray(band_index(L, K, self.left)[1])[None, None]  # [1, 1, L, S]
@@ -159,7 +300,7 @@ class DynamicConv(WindowMixer):
     else:
       valid = tap_valid(mask, L, self.left, self.right)[:, :, None]  # [B, L, 1, K]
       w = jax.nn.softmax(jnp.where(valid, logits, MASKED_LOGIT), axis=-1) * valid  # [B, L, N, K]
-      y = self._mix(w, v)
+      y = self._mix(w, v, impl)
     return self.out(y.reshape(B, L, D).astype(x.dtype)).astype(x.dtype)
 
   def _inputs(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -193,12 +334,13 @@ class DynamicConv(WindowMixer):
     y = self._step_mix(w, window)  # [B, D]
     return self.out(y.astype(x.dtype)).astype(x.dtype), cache
 
-  def flops(self, length: int) -> int:
+  def flops(self, length: int, impl: str | None = None) -> int:
+    impl = impl or self.impl
     L, D, NK = length, self.dim, self.num_heads * self.kernel_size
     value = 2 * L * D * 2 * D + 2 * L * D + 3 * L * D if self.glu else 2 * L * D * D + L * D
     proj = value + 2 * L * D * D + L * D + 2 * L * D * NK + L * NK
-    softmax = 5 * L * NK if self._impl != "dense" else 5 * L * L * self.num_heads
-    return int(proj + softmax + self._mix_flops(L))
+    softmax = 5 * L * NK if impl != "dense" else 5 * L * L * self.num_heads
+    return int(proj + softmax + self._mix_flops(L, impl))
 
 
 @register("mixer", "involution")
@@ -249,10 +391,11 @@ class Involution(WindowMixer):
     h = zero_padded(x, mask)  # [B, L, D]; padded taps then contribute nothing
     w = self.span(jax.nn.relu(self.reduce(h))).astype(ACC).reshape(B, L, N, K)  # [B, L, N, K]
     v = h.reshape(B, L, N, D // N)  # [B, L, N, H]
-    if self._impl == "dense":
+    impl = self.choose_impl(x.dtype, L)
+    if impl == "dense":
       y = self._dense(band_matrix(w, self.left), v)  # [B, L, N, H]
     else:
-      y = self._mix(w, v)
+      y = self._mix(w, v, impl)
     return self.out(y.reshape(B, L, D).astype(x.dtype)).astype(x.dtype)
 
   def step(
@@ -274,8 +417,9 @@ class Involution(WindowMixer):
       raise self.decode_error()
     return self(x), fill_window(cache, x)
 
-  def flops(self, length: int) -> int:
+  def flops(self, length: int, impl: str | None = None) -> int:
+    impl = impl or self.impl
     L, D, NK = length, self.dim, self.num_heads * self.kernel_size
     hid = self.hidden
     proj = 2 * L * D * hid + 2 * L * hid + 2 * L * hid * NK + L * NK + 2 * L * D * D + L * D
-    return int(proj + self._mix_flops(L))
+    return int(proj + self._mix_flops(L, impl))

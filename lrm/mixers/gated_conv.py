@@ -9,7 +9,7 @@ gate is a function of the token, the taps are not), which an ungated ``conv`` ca
   y = Out(g * conv(u))        # depthwise K taps, then a D x D output projection
 
 The conv is the ``conv`` mixer's depthwise kernel with the same window convention and
-receptive-field rule (K = 2w + 1 centred, w + 1 causal; ``conv_kernels.conv_offsets``) and the
+receptive-field rule (K = 2w + 1 centred, w + 1 causal; ``conv.conv_offsets``) and the
 same implementations (``direct``, ``fft``, ``toeplitz``; ``auto`` picks as ``conv`` does). The
 gate is pointwise, so the field is exactly the kernel's. ``impl="dense"`` is the oracle: the
 conv as an explicit ``[L, S, D]`` banded Toeplitz matrix (``banded_matrix``), O(L^2 D).
@@ -24,8 +24,16 @@ from flax import nnx
 
 from lrm.mixers import presets
 from lrm.mixers.base import Mixer, check_int, zero_padded
-from lrm.mixers.conv import KERNELS, depthwise_flops, resolve_impl
-from lrm.mixers.conv_kernels import ACC, conv_offsets, fill_window, push_window, window_cache
+from lrm.mixers.conv import (
+  ACC,
+  KERNELS,
+  conv_offsets,
+  depthwise_flops,
+  fill_window,
+  push_window,
+  resolve_impl,
+  window_cache,
+)
 from lrm.registry import register
 
 
@@ -83,13 +91,15 @@ class GatedConv(Mixer):
     check_int("gated_conv", "dilation", dilation, 1)
     self.kernel_size, self.dilation = int(kernel_size), int(dilation)
     self.left, self.right = conv_offsets(self.kernel_size, self.dilation, self.causal)
-    if impl != "dense":
-      self._impl = resolve_impl(impl, self.kernel_size, True, jax.default_backend())
     self.proj = nnx.Linear(dim, 2 * dim, rngs=rngs)  # gate and conv input
     init = nnx.initializers.normal(kernel_size**-0.5)
     self.kernel = nnx.Param(init(rngs.params(), (kernel_size, dim)))  # [K, D]
     self.bias = nnx.Param(jnp.zeros((dim,)))
     self.out = nnx.Linear(dim, dim, rngs=rngs)
+
+  def choose_impl(self, dtype: jnp.dtype = jnp.float32, length: int | None = None) -> str:
+    """``auto``: the ``conv`` kernels' rule (``conv.resolve_impl``)."""
+    return resolve_impl(self.requested_impl, self.kernel_size, True, jax.default_backend())
 
   def receptive_field(self) -> tuple[int, int]:
     return self.left, self.right
@@ -97,11 +107,11 @@ class GatedConv(Mixer):
   def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     gate, u = jnp.split(self.proj(x), 2, axis=-1)  # [B, L, D] each
     u = zero_padded(u, mask)  # the projection's bias must not leak from padded tokens
-    w = self.kernel[...]
-    if self._impl == "dense":
+    w, impl = self.kernel[...], self.choose_impl(x.dtype, x.shape[1])
+    if impl == "dense":
       y = dense_conv(u, w, self.left, self.dilation)  # [B, L, D] float32
     else:
-      y = KERNELS[(True, self._impl)](u, w, self.left, self.right, self.dilation)
+      y = KERNELS[(True, impl)](u, w, self.left, self.right, self.dilation)
     y = (y + self.bias[...]).astype(x.dtype) * gate
     return self.out(y).astype(x.dtype)
 
@@ -133,13 +143,14 @@ class GatedConv(Mixer):
     u = jnp.split(self.proj(x), 2, axis=-1)[1]  # [B, P, D]
     return self(x), fill_window(cache, u)
 
-  def flops(self, length: int) -> int:
+  def flops(self, length: int, impl: str | None = None) -> int:
+    impl = impl or self.impl
     """Forward FLOPs for one sequence (the dense oracle counts its full L x S band)."""
     L, D = length, self.dim
-    if self._impl == "dense":
+    if impl == "dense":
       conv = 3 * L * L * D  # the band's select and its matmul
     else:
-      conv = depthwise_flops(self._impl, L, self.kernel_size, self.dilation, D)
+      conv = depthwise_flops(impl, L, self.kernel_size, self.dilation, D)
     proj = 2 * L * D * 2 * D + 2 * L * D  # input projection and its bias
     out = 2 * L * D * D + L * D
     return int(proj + conv + 2 * L * D + out)  # + conv bias and gate product
@@ -147,11 +158,7 @@ class GatedConv(Mixer):
   def algorithmic_flops(self, length: int) -> int:
     """The operator's own work (``lrm.analysis.counting``): the direct K-tap count (2KD
     per token, depthwise), whatever kernel runs."""
-    impl, self._impl = self._impl, "direct"
-    try:
-      return self.flops(length)
-    finally:
-      self._impl = impl
+    return self.flops(length, impl="direct")
 
 
 presets.register("gated_conv", lambda r: dict(name="gated_conv", kernel_size=r.kernel))

@@ -1,16 +1,16 @@
-"""The hand-written VJPs of ``lrm/mixers/block_core.py`` against autodiff of plain code.
+"""The hand-written VJPs of the block step (``lrm/mixers/attention.py``) against autodiff.
 
 The mixers' oracle tests (``test_attention.py``) compare each kernel with the dense masked
 oracle; both go through ``AttentionBase.project``, so ``unstack``'s backward is checked here
-on its own, and ``attend`` (scores, biases, extra columns) against ``masked_softmax``.
+on its own, and ``block_attend`` (scores, biases, extra columns) against ``masked_softmax``.
 """
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lrm.mixers.attention import block_attend, unstack
 from lrm.mixers.base import MASKED_LOGIT
-from lrm.mixers.block_core import attend, unstack
 from lrm.mixers.masks import masked_softmax
 
 
@@ -58,7 +58,7 @@ def test_attend_forward_and_gradients_equal_autodiff():
 
   grads = jax.grad(loss, argnums=(1, 2, 3, 4), has_aux=True)
   (g1, (o1, p1)), (g2, (o2, p2)) = (
-    jax.jit(grads, static_argnums=0)(attend, q, k, v, x),
+    jax.jit(grads, static_argnums=0)(block_attend, q, k, v, x),
     grads(_reference, q, k, v, x),
   )
   np.testing.assert_allclose(o1, o2, rtol=1e-5, atol=1e-6)
