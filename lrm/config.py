@@ -223,3 +223,21 @@ def complete(config: ml_collections.ConfigDict, task: str | None = None) -> None
       config.data = ml_collections.ConfigDict()
     for k, v in missing.items():
       config.data[k] = v
+
+
+def write_run_options(config: ml_collections.ConfigDict) -> None:
+  """Write the run-level mixer options into ``config.model.mixer`` (``lrm.mixers.
+  with_run_options``: the pattern seed from ``config.seed``, ``rotary=True`` in attention specs
+  when ``model.positions == "rotary"``). ``lrm.run.Run`` does the same for a config built in
+  code; doing it here lets ``--print_config`` show it."""
+  from lrm import mixers
+
+  mixer = config.model.mixer
+  plain = mixer.to_dict() if isinstance(mixer, ml_collections.ConfigDict) else mixer
+  if not isinstance(plain, dict):
+    plain = [s.to_dict() if isinstance(s, ml_collections.ConfigDict) else dict(s) for s in plain]
+  rotary = config.model.get("positions") == "rotary"
+  filled = mixers.with_run_options(plain, seed=int(config.seed), rotary=rotary)
+  if filled != plain:
+    with config.unlocked():
+      set_mixer(config.model, filled)

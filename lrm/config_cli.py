@@ -13,7 +13,10 @@ Steps, each failing with a one-line ``ConfigError`` that names the fix:
    dotted index or an index out of range is refused with the right spelling), then applied
    by ``config_flags.DEFINE_config_dict`` (type-checked; typos get a "did you mean");
 4. a changed mixer ``name`` whose remaining options belong to the previous mixer is refused
-   with a pointer to the config's ``:mixer=`` variant.
+   with a pointer to the config's ``:mixer=`` variant;
+5. ``lrm.config.write_run_options``: the run-level mixer options (the pattern ``seed``,
+   ``rotary`` under ``model.positions="rotary"``) are written into the mixer specs, after the
+   overrides, so ``--print_config`` and config.json show what the encoder builds.
 """
 
 from __future__ import annotations
@@ -205,11 +208,12 @@ def check_mixer_names(config: ml_collections.ConfigDict, overrides: list[str], s
 
 
 def load_with_overrides(spec: str, overrides: list[str]) -> ml_collections.ConfigDict:
-  """Steps 1-4 of the module docstring; the result is locked (no new keys)."""
+  """Steps 1-5 of the module docstring; the result is locked (no new keys)."""
   config = load(spec)
   task = next((v for k, v in map(_key, overrides) if k == "task"), None)
   lrm_config.complete(config, task)
   config.lock()
   config = apply(config, overrides)
   check_mixer_names(config, overrides, spec)
+  lrm_config.write_run_options(config)
   return config

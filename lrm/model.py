@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lrm import mixers, registry
+from lrm import mixers
 from lrm.mixers.base import DecodeError
 
 Cache = list[dict[str, jax.Array]]  # one mixer cache per block
@@ -112,7 +112,8 @@ class Encoder(nnx.Module):
     mixer: a mixer spec dict, or a list of specs cycled over depth.
     causal: whether every mixer must be causal (language modelling).
     max_len: longest sequence (for learned/sinusoidal positions).
-    positions: "learned", "sinusoidal", "rotary" (passed to attention mixers) or "none".
+    positions: "learned", "sinusoidal", "rotary" or "none". "rotary" adds no table here: the
+      attention specs carry ``rotary=True`` (``lrm.mixers.with_run_options`` writes it).
     mlp_ratio: hidden width of the MLP as a multiple of D (0 removes the MLP).
     mlp_dim: hidden width of the MLP in units; overrides ``mlp_ratio`` when > 0 (budget
       matching uses it to hit a parameter or FLOP target finely).
@@ -153,22 +154,22 @@ class Encoder(nnx.Module):
     self.drop = nnx.Dropout(dropout, rngs=rngs)
     blocks = []
     for i, spec in enumerate(layer_specs(mixer, depth)):
-      cls = registry.check_spec("mixer", spec, mixers.SHARED)
-      if positions == "rotary" and "rotary" in registry.options(cls, mixers.SHARED):
-        spec.setdefault("rotary", True)
       m = mixers.build(spec, dim=dim, causal=causal, rngs=rngs, layer_idx=i)
       blocks.append(Block(dim, m, mlp_dim or mlp_ratio * dim, dropout, rngs=rngs))
     self.blocks = nnx.List(blocks)
     self.norm = nnx.LayerNorm(dim, rngs=rngs)
 
-  def embed_tokens(self, tokens: jax.Array) -> jax.Array:
-    """Token + position embedding, ``[B, L] -> [B, L, D]``."""
+  def embed_tokens(self, tokens: jax.Array, start: int | jax.Array = 0) -> jax.Array:
+    """Token + position embedding of ``tokens [B, L]`` at positions ``start .. start+L-1``
+    -> ``[B, L, D]``: the one embedding path of the forward, ``prefill`` and ``decode_step``
+    (``start`` may be traced)."""
     L = tokens.shape[1]
     if L > self.max_len and self.pos is not None:
       raise ValueError(f"sequence length {L} exceeds the encoder's max_len {self.max_len}")
     x = self.embed(tokens)  # [B, L, D]
     if self.pos is not None:
-      x = x + self.pos[...][:L].astype(x.dtype)
+      rows = jax.lax.dynamic_slice_in_dim(self.pos[...], start, L)  # [L, D]
+      x = x + rows.astype(x.dtype)
     return self.drop(x)
 
   def run_blocks(
@@ -210,9 +211,7 @@ class Encoder(nnx.Module):
   def prefill(self, tokens: jax.Array, cache: Cache) -> tuple[jax.Array, Cache]:
     """Prompt ``tokens: [B, P]`` at positions 0..P-1 -> (features ``[B, P, D]``, caches)."""
     self._check_len(tokens.shape[1], "prompt length")
-    x = self.embed(tokens)  # [B, P, D]
-    if self.pos is not None:
-      x = x + self.pos[...][: tokens.shape[1]].astype(x.dtype)
+    x = self.embed_tokens(tokens)  # [B, P, D]
     new = []
     for block, c in zip(self.blocks, cache, strict=True):
       x, c = block.prefill(x, c)
@@ -226,9 +225,7 @@ class Encoder(nnx.Module):
     if not isinstance(pos, jax.core.Tracer):
       self._check_len(int(pos) + 1, "position")
     pos = jnp.asarray(pos, jnp.int32)
-    x = self.embed(tokens)  # [B, D]
-    if self.pos is not None:
-      x = x + jax.lax.dynamic_index_in_dim(self.pos[...], pos, keepdims=False).astype(x.dtype)
+    x = self.embed_tokens(tokens[:, None], pos)[:, 0]  # [B, D]
     new = []
     for block, c in zip(self.blocks, cache, strict=True):
       x, c = block.step(x, c, pos)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from lrm import heads
+from lrm import heads, mixers
 from lrm.model import Encoder, layer_specs, sinusoidal_table
 
 CONV = {"name": "conv", "kernel_size": 3}
@@ -45,7 +45,8 @@ def test_layer_pattern_is_cycled_over_depth():
 
 @pytest.mark.parametrize("positions", ["learned", "sinusoidal", "rotary", "none"])
 def test_positions(positions):
-  enc = encoder(LOCAL, positions=positions)
+  spec = mixers.with_run_options(LOCAL, seed=0, rotary=positions == "rotary")
+  enc = encoder(spec, positions=positions)
   y, outs = enc(tokens(), intermediates=True)
   assert y.shape == (2, 20, 16) and len(outs) == 2
   assert bool(jnp.all(jnp.isfinite(y)))
@@ -111,3 +112,19 @@ def test_dropout_train_vs_eval():
   assert not np.allclose(enc(tokens()), enc(tokens()))
   enc.eval()
   np.testing.assert_array_equal(enc(tokens()), enc(tokens()))
+
+
+def test_the_encoder_builds_exactly_the_specs_it_is_given():
+  """No option is injected behind the config: rotary positions and pattern seeds are written
+  into the specs by ``with_run_options`` (which ``Run`` calls, so config.json shows them)."""
+  plain = encoder([LOCAL, {"name": "bigbird", "block_size": 4}], positions="rotary", depth=2)
+  assert not any(m.rotary for m in plain.mixer_list())
+  specs = mixers.with_run_options(
+    [LOCAL, {"name": "bigbird", "block_size": 4}, {"name": "conv"}], seed=7, rotary=True
+  )
+  assert specs[0] == {**LOCAL, "rotary": True}
+  assert specs[1] == {"name": "bigbird", "block_size": 4, "rotary": True, "seed": 7}
+  assert specs[2] == {"name": "conv"}  # a conv takes neither
+  kept = mixers.with_run_options({**LOCAL, "rotary": False}, seed=7, rotary=True)
+  assert kept["rotary"] is False  # a spec's own value wins
+  assert mixers.with_run_options(LOCAL, seed=7, rotary=False) == LOCAL

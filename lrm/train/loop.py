@@ -384,7 +384,7 @@ def _saved(workdir: Path) -> dict[str, Any] | None:
     old = json.loads((workdir / "config.json").read_text())
   except (OSError, ValueError, UnicodeDecodeError):
     return None
-  return old if isinstance(old, dict) else None
+  return rundir.with_run_options(old) if isinstance(old, dict) else None
 
 
 def _steps_only(old: dict[str, Any], new: dict[str, Any]) -> bool:

@@ -165,6 +165,7 @@ def check_workdir(workdir: Path, config: dict[str, Any], *, restart: bool) -> bo
       f"{saved} does not parse ({' '.join(str(e).split())}); restore it, or add --restart to "
       f"delete that run and start over"
     ) from None
+  old = with_run_options(old)
   diff = config_diff(old, config)
   added = keys_added_at_default(old, config)
   if added:
@@ -211,6 +212,25 @@ def write_json(path: Path, obj: Any) -> None:
   tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
   tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
   tmp.replace(path)
+
+
+def with_run_options(saved: dict[str, Any]) -> dict[str, Any]:
+  """A saved config with the run-level mixer options written in (``lrm.mixers.
+  with_run_options``). A config.json written before they were explicit (rotary positions were
+  injected by the encoder) describes the same run once they are: compare it after this."""
+  from lrm import mixers
+
+  model = saved.get("model")
+  if not isinstance(model, dict) or "mixer" not in model or "seed" not in saved:
+    return saved
+  out = json.loads(json.dumps(saved))
+  try:
+    out["model"]["mixer"] = mixers.with_run_options(
+      model["mixer"], seed=int(saved["seed"]), rotary=model.get("positions") == "rotary"
+    )
+  except (TypeError, ValueError, AttributeError):
+    return saved  # malformed: the comparison names the difference
+  return out
 
 
 def read_json(path: Path) -> Any:
