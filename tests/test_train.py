@@ -228,21 +228,36 @@ def test_experiment_config_trains_two_steps(name, variant, tmp_path, data_cache)
 
 
 def test_restart_wipes_only_what_a_run_wrote(tmp_path: Path) -> None:
-  """``--restart`` deletes every file and folder a run writes (including set-aside damaged
-  checkpoints, profiles and wandb files) and nothing else: not the user's own files, not the
-  lock file, not train.log (the trainer reopens it afresh, already open when wipe runs)."""
+  """``--restart`` deletes every file and folder a run writes (profiles and wandb files too)
+  and nothing else: not set-aside damaged checkpoints, not the user's own files, not the lock
+  file, not train.log (the trainer reopens it afresh, already open when wipe runs)."""
   from lrm.train import rundir
 
   wd = tmp_path / "run"
   for d in ("checkpoints/40", "tensorboard", "plots", "profile", "wandb", "damaged/80", "mine"):
     (wd / d).mkdir(parents=True)
-  for f in ("config.json", "vocab.json", "metrics.jsonl", "results.json", "eval_test_best.json"):
+  for f in (
+    "config.json",
+    "vocab.json",
+    "metrics.jsonl",
+    "results.json",
+    "eval_test_best.json",
+    "lrm_run.json",
+  ):
     (wd / f).write_text("{}")
   for f in ("train.log", ".lock", "notes.txt", "mine/keep.txt"):
     (wd / f).write_text("x")
   rundir.wipe(wd)
   left = sorted(str(p.relative_to(wd)) for p in wd.rglob("*"))
-  assert left == [".lock", "mine", "mine/keep.txt", "notes.txt", "train.log"]
+  assert left == [
+    ".lock",
+    "damaged",
+    "damaged/80",
+    "mine",
+    "mine/keep.txt",
+    "notes.txt",
+    "train.log",
+  ]
   assert not rundir.holds_a_run(wd)
 
 

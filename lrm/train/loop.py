@@ -80,6 +80,9 @@ def prepare(
   config: Any, workdir: Path | str, *, restart: bool = False, extend: bool = False
 ) -> Prepared:
   """Check the config, data and workdir; raise a one-line error before touching anything."""
+  workdir = rundir.check_workdir_path(workdir)
+  if restart:
+    rundir.check_restart(workdir)
   run = Run.from_config(config, workdir)
   tc = run.plain["train"]
   report.check_profile_steps(tc.get("profile_steps", ()), int(tc["steps"]))
@@ -118,6 +121,7 @@ def _train(p: Prepared, preempt: Preemption) -> dict[str, Any] | None:
     multihost_utils.sync_global_devices("lrm_workdir_ready")
   wd.mkdir(parents=True, exist_ok=True)
   if lead:  # interrupted saves never hold a committed step; only this writer may remove them
+    rundir.mark(wd, r.plain)
     remove_unfinished_saves(wd)
   ckpts = r.checkpoints()
   if p.resume and not p.extend_from and (ckpts.latest_step() or 0) >= total:

@@ -2,6 +2,7 @@
 
 Layout of ``<workdir>/``::
 
+  lrm_run.json         the mark of an lrm run (lrm version, config hash), its first file
   config.json          the resolved config (all overrides applied); its hash names the run
   vocab.json           the task's vocabulary (token ids), so a checkpoint reloads with the same ids
   checkpoints/<step>/  orbax checkpoints (see lrm/train/checkpoint.py)
@@ -19,7 +20,11 @@ Layout of ``<workdir>/``::
 
 Rule: rerunning with the same config resumes. A different config is refused with the list
 of differing keys, unless ``restart`` is set, which deletes the files above (and nothing
-else in the folder) and starts over.
+else in the folder; never ``damaged/``) and starts over. ``restart`` deletes only in a folder
+marked as an lrm run (``lrm_run.json``, or a run written before the mark existed: a
+config.json of lrm's shape beside checkpoints or metrics), never through a symbolic link, and
+refuses with one line otherwise. An empty or ``.`` workdir, the current folder, the home
+folder, ``/`` and the repository root are refused as workdirs (``check_workdir_path``).
 
 What protects it:
 
@@ -57,7 +62,10 @@ import ml_collections
 from jax.experimental import multihost_utils
 
 RUN_FILES = ("config.json", "vocab.json", "metrics.jsonl", "results.json")
-RUN_DIRS = ("checkpoints", "tensorboard", "plots", "profile", "wandb", "damaged")
+RUN_DIRS = ("checkpoints", "tensorboard", "plots", "profile", "wandb")  # restart deletes these
+KEPT_DIRS = ("damaged",)  # set-aside checkpoints: never deleted by lrm
+MARKER = "lrm_run.json"
+CONFIG_SECTIONS = ("seed", "task", "data", "model", "optim", "train")
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "datasets", "numpy")
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_IO = 0, 2, 3, 4
@@ -197,9 +205,96 @@ def read_json_or_none(path: Path, note: Any = print) -> Any:
     return None
 
 
+def check_workdir_path(workdir: str | Path) -> Path:
+  """``workdir`` as a Path, or a one-line ``ConfigConflict`` when it cannot be a run's own
+  folder: empty or ``.`` (e.g. an unset shell variable), the current folder, the home folder,
+  ``/``, the repository root, a file, a dangling symbolic link or a symlink loop."""
+  text = str(workdir).strip()
+  fix = "give the run a folder of its own, e.g. --workdir=runs/<name>"
+  if not text or text in (".", "./"):
+    raise ConfigConflict(f"--workdir is empty or '.' (the current folder); {fix}")
+  path = Path(text).expanduser()
+  try:
+    resolved = path.resolve(strict=False)
+    exists = path.exists()
+  except (OSError, RuntimeError):
+    raise ConfigConflict(f"--workdir={text} is a symbolic link loop; {fix}") from None
+  repo = Path(__file__).resolve().parents[2]
+  named = {
+    Path.cwd().resolve(): "the current folder",
+    Path.home().resolve(): "the home folder",
+    Path("/"): "the root folder",
+  }
+  if (repo / "pyproject.toml").exists():
+    named.setdefault(repo, "the repository root")
+  if resolved in named:
+    raise ConfigConflict(f"--workdir={text} is {named[resolved]}; {fix}")
+  if path.is_symlink() and not exists:
+    raise ConfigConflict(f"--workdir={text} is a symbolic link to nothing; {fix}")
+  if exists and not path.is_dir():
+    raise ConfigConflict(f"--workdir={text} is a file, not a folder; {fix}")
+  for parent in path.parents:  # a folder under a file cannot be made
+    if parent.exists() and not parent.is_dir():
+      raise ConfigConflict(f"--workdir={text} lies under the file {parent}; {fix}")
+  return path
+
+
+def is_lrm_run(workdir: Path) -> bool:
+  """Whether lrm marked ``workdir`` as its run (``lrm_run.json``), or it is a run written
+  before the mark existed: a config.json with lrm's sections beside checkpoints or metrics."""
+  if (workdir / MARKER).is_file():
+    return True
+  try:
+    saved = json.loads((workdir / "config.json").read_text())
+  except (OSError, ValueError, UnicodeDecodeError):
+    return False
+  if not isinstance(saved, dict) or not all(k in saved for k in CONFIG_SECTIONS):
+    return False
+  return (workdir / "checkpoints").is_dir() or (workdir / "metrics.jsonl").is_file()
+
+
+def written_by_a_run(workdir: Path) -> list[Path]:
+  """What ``wipe`` would delete in ``workdir``: a run's files and folders that exist."""
+  names = [*RUN_FILES, *RUN_DIRS, MARKER]
+  found = [workdir / n for n in names if (workdir / n).exists() or (workdir / n).is_symlink()]
+  return found + sorted(workdir.glob("eval_*.json"))
+
+
+def check_restart(workdir: Path) -> None:
+  """Raise a one-line ``ConfigConflict`` unless ``--restart`` may delete in ``workdir``."""
+  if not workdir.is_dir():
+    return
+  found = written_by_a_run(workdir)
+  if not found:
+    return
+  links = [p.name for p in found if p.is_symlink()]
+  if links:
+    raise ConfigConflict(
+      f"--restart: {workdir}/{links[0]} is a symbolic link, and lrm does not delete through "
+      f"links it did not create; remove the link yourself, or use another --workdir"
+    )
+  if not is_lrm_run(workdir):
+    names = ", ".join(p.name for p in found[:4]) + (", ..." if len(found) > 4 else "")
+    raise ConfigConflict(
+      f"--restart: {workdir} is not an lrm run (no {MARKER}), and lrm deletes only inside "
+      f"its own runs; it holds {names}; use another --workdir"
+    )
+
+
+def mark(workdir: Path, config: dict[str, Any]) -> None:
+  """Mark ``workdir`` as an lrm run (``lrm_run.json``), the first file the run writes."""
+  path = workdir / MARKER
+  if path.is_file():
+    return
+  from lrm import __version__
+
+  write_json(path, {"lrm": __version__, "config_hash": config_hash(config)})
+
+
 def wipe(workdir: Path) -> None:
-  """Delete a previous run's files (only those listed above) for ``--restart``."""
-  for name in RUN_FILES:
+  """Delete a previous run's files (only those listed above) for ``--restart``; never
+  ``damaged/``. ``check_restart`` has said the folder is an lrm run with no links among them."""
+  for name in (*RUN_FILES, MARKER):
     (workdir / name).unlink(missing_ok=True)
   for p in workdir.glob("eval_*.json"):
     p.unlink()

@@ -1,0 +1,115 @@
+"""Nothing lost, nothing foreign (issue 24, part 1): lrm writes and deletes only in folders it
+marked as its runs. Real files and real processes: ``scripts/train.py`` is run on folders that
+hold another project's files, on empty and dangerous ``--workdir`` values, and with links."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import REPO, finish
+
+from lrm.train import rundir
+
+pytestmark = pytest.mark.slow
+
+FOREIGN = {  # another project's files, named as lrm's own
+  "config.json": '{"project": "not lrm"}\n',
+  "results.json": '{"paper": 1}\n',
+  "plots/figure.png": "png",
+  "checkpoints/model.pt": "weights",
+  "notes.txt": "mine",
+}
+
+
+def plant(folder: Path, files: dict[str, str]) -> None:
+  for name, text in files.items():
+    (folder / name).parent.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(text)
+
+
+def contents(folder: Path) -> dict[str, str]:
+  return {
+    str(p.relative_to(folder)): p.read_text() for p in sorted(folder.rglob("*")) if p.is_file()
+  }
+
+
+def train(cli, tiny_config: Path, *args: str):
+  return finish(cli("train.py", f"--config={tiny_config}:steps=2,ckpt=2", *args))
+
+
+def test_restart_in_a_folder_that_is_not_an_lrm_run_deletes_nothing(cli, tiny_config, tmp_path):
+  plant(tmp_path, FOREIGN)
+  before = contents(tmp_path)
+  rc, out, err = train(cli, tiny_config, f"--workdir={tmp_path}", "--restart")
+  assert rc == rundir.EXIT_BAD_INPUT
+  assert "is not an lrm run" in err and "Traceback" not in err
+  assert len(err.strip().splitlines()) == 1, err
+  assert contents(tmp_path) == before  # every foreign file intact, nothing written
+
+
+@pytest.mark.parametrize("value", ["", ".", "./"])
+def test_an_empty_or_dot_workdir_is_refused(cli, tiny_config, value):
+  before = sorted(p.name for p in REPO.iterdir())
+  rc, out, err = train(cli, tiny_config, f"--workdir={value}", "--restart")
+  assert rc == rundir.EXIT_BAD_INPUT and "Traceback" not in err
+  assert "--workdir" in err and "folder of its own" in err, err
+  assert sorted(p.name for p in REPO.iterdir()) == before  # the repository is untouched
+
+
+def test_a_restart_keeps_damaged_checkpoints_and_the_users_files(cli, tiny_config, tmp_path):
+  wd = tmp_path / "run"
+  rc, _, err = train(cli, tiny_config, f"--workdir={wd}")
+  assert rc == 0, err[-2000:]
+  assert json.loads((wd / "lrm_run.json").read_text())["config_hash"]
+  plant(wd, {"damaged/7/x": "kept", "notes.txt": "mine"})
+  rc, _, err = finish(
+    cli(
+      "train.py", f"--config={tiny_config}:steps=2,ckpt=2,lr=1e-3", f"--workdir={wd}", "--restart"
+    )
+  )
+  assert rc == 0, err[-2000:]
+  assert (wd / "damaged/7/x").read_text() == "kept" and (wd / "notes.txt").read_text() == "mine"
+  assert json.loads((wd / "config.json").read_text())["optim"]["lr"] == 1e-3
+
+
+def test_a_restart_never_deletes_through_a_link(cli, tiny_config, tmp_path):
+  wd, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+  rc, _, err = train(cli, tiny_config, f"--workdir={wd}")
+  assert rc == 0, err[-2000:]
+  plant(elsewhere, {"keep.txt": "precious"})
+  shutil.rmtree(wd / "plots", ignore_errors=True)
+  os.symlink(elsewhere, wd / "plots", target_is_directory=True)
+  rc, _, err = train(cli, tiny_config, f"--workdir={wd}", "--restart")
+  assert rc == rundir.EXIT_BAD_INPUT and "symbolic link" in err, err
+  assert (elsewhere / "keep.txt").read_text() == "precious"
+
+
+def test_the_workdir_check_names_each_refusal(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / "file").write_text("x")
+  os.symlink(tmp_path / "nowhere", tmp_path / "dangling")
+  os.symlink(tmp_path / "loop", tmp_path / "loop")
+  cases = {
+    "": "empty",
+    str(tmp_path): "the current folder",
+    str(Path.home()): "the home folder",
+    "/": "the root folder",
+    str(REPO): "the repository root",
+    "file": "is a file",
+    "file/run": "under the file",
+    "dangling": "link to nothing",
+    "loop": "loop",
+  }
+  for value, words in cases.items():
+    with pytest.raises(rundir.ConfigConflict, match=words):
+      rundir.check_workdir_path(value)
+  assert rundir.check_workdir_path("runs/x") == Path("runs/x")
+
+
+def test_a_run_written_before_the_mark_counts_as_an_lrm_run():
+  legacy = REPO / "tests" / "data" / "legacy" / "run"
+  assert not (legacy / rundir.MARKER).exists() and rundir.is_lrm_run(legacy)
