@@ -113,3 +113,29 @@ def test_the_workdir_check_names_each_refusal(tmp_path, monkeypatch):
 def test_a_run_written_before_the_mark_counts_as_an_lrm_run():
   legacy = REPO / "tests" / "data" / "legacy" / "run"
   assert not (legacy / rundir.MARKER).exists() and rundir.is_lrm_run(legacy)
+
+
+def test_a_crash_while_metrics_are_rewritten_at_resume_loses_no_record(tmp_path, monkeypatch):
+  """At resume metrics.jsonl is cut back to the resumed step by writing a new file and renaming
+  it over the old one: a crash at any point before the rename (here: the rename fails, as if
+  the process died first) leaves the old file whole, and no temporary file behind."""
+  from lrm.train.report import Monitor
+
+  path = tmp_path / "metrics.jsonl"
+  records = [{"step": s, "split": "train", "loss": 1.0 / s} for s in range(1, 2001)]
+  text = "".join(json.dumps(r) + "\n" for r in records)
+  path.write_text(text)
+  monitor = Monitor.__new__(Monitor)  # only the file handling is exercised
+  monitor.path, monitor.warn = path, print
+
+  def crash(src, dst):
+    raise OSError(28, "No space left on device")
+
+  monkeypatch.setattr(os, "replace", crash)
+  with pytest.raises(OSError):
+    monitor._truncate(1000)
+  assert path.read_text() == text
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]
+  monkeypatch.undo()
+  monitor._truncate(1000)
+  assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == list(range(1, 1001))

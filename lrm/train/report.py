@@ -57,7 +57,7 @@ import numpy as np
 
 from lrm.config_cli import flat, format_config
 from lrm.describe import mixer_summary
-from lrm.train import console
+from lrm.train import console, rundir
 from lrm.train.step import eval_batches
 
 
@@ -191,7 +191,8 @@ class Monitor:
         continue
       if step <= start_step and split != "test":  # test is logged by the end
         keep.append(line)
-    self.path.write_text("".join(f"{line}\n" for line in keep))
+    rundir.write_text(self.path, "".join(f"{line}\n" for line in keep))  # atomic: a kill
+    # during the rewrite leaves every record
 
   def log(self, step: int, split: str, metrics: dict[str, float]) -> None:
     """One record to metrics.jsonl, TensorBoard (``<split>/<name>``) and wandb."""

@@ -302,11 +302,20 @@ def wipe(workdir: Path) -> None:
     shutil.rmtree(workdir / name, ignore_errors=True)
 
 
-def write_json(path: Path, obj: Any) -> None:
-  """Atomic write: a reader (or a kill) never sees half a file."""
+def write_text(path: Path, text: str) -> None:
+  """Atomic write: a temporary file beside ``path``, then a rename, so a reader (or a kill
+  at any moment) sees the old file or the new one, never half of either."""
   tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-  tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
-  tmp.replace(path)
+  try:
+    tmp.write_text(text)
+    os.replace(tmp, path)
+  finally:
+    tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, obj: Any) -> None:
+  """Atomic write of ``obj`` as indented JSON (``write_text``)."""
+  write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
 
 
 def with_run_options(saved: dict[str, Any]) -> dict[str, Any]:
