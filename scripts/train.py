@@ -22,7 +22,8 @@ scripts/slurm_multigpu.sh). One process at a time may write a
 workdir (a lock; a second one is refused). Exit codes: 0 done, or preempted after a save
 (SIGTERM in the loop: checkpoint saved, rerun to resume); 2 bad input or a refused workdir;
 3 training diverged (NaN/inf loss); 4 I/O failure (disk full, read-only, permission denied,
-damaged checkpoints with nothing intact to fall back on); 143 stopped by SIGTERM where
+damaged checkpoints with nothing intact to fall back on); 130 stopped by Ctrl-C (the first
+saves at the next step, a second stops at once; rerun to resume); 143 stopped by SIGTERM where
 nothing needed saving (set-up, final evaluation: rerun to continue).
 
 CPU hook: with LRM_MALLOC_TUNING=1 the script restarts itself with glibc malloc tunables
@@ -164,6 +165,8 @@ def run(fv: flags.FlagValues, config: object, preempt: object) -> int:
     results = loop.train(prepared, preempt)
   except rundir.Interrupted as e:
     preempt.acted = True
+    if preempt.by_ctrl_c:
+      return error(str(e).replace("SIGTERM", "Ctrl-C"), code=rundir.EXIT_CTRL_C)
     return error(e, code=143)
   except loop.Diverged as e:
     return error(e, code=rundir.EXIT_DIVERGED)
@@ -185,6 +188,8 @@ def run(fv: flags.FlagValues, config: object, preempt: object) -> int:
     raise
   if results is not None and loop.is_lead():
     print(summary(results, fv.workdir), flush=True)
+  if results is None and preempt.by_ctrl_c:
+    return rundir.EXIT_CTRL_C
   return rundir.EXIT_OK
 
 
@@ -202,4 +207,9 @@ def config_error(e: BaseException) -> str:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  try:
+    sys.exit(main())
+  except KeyboardInterrupt:  # Ctrl-C before the trainer's handler, or a second one
+    print("stopped by Ctrl-C; rerun the same command to resume", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(130)  # no shutdown: background checkpoint threads would print tracebacks

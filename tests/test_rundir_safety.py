@@ -139,3 +139,52 @@ def test_a_crash_while_metrics_are_rewritten_at_resume_loses_no_record(tmp_path,
   monkeypatch.undo()
   monitor._truncate(1000)
   assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == list(range(1, 1001))
+
+
+def start_and_wait_for_steps(cli, *args: str):
+  """Start train.py; return the process once it has printed a progress line (in the loop)."""
+  proc = cli("train.py", *args)
+  seen = []
+  for line in proc.stdout:
+    seen.append(line)
+    if line.startswith("step ") and "validation" not in line:
+      return proc, "".join(seen)
+  raise AssertionError(f"no progress line: {''.join(seen)} {proc.stderr.read()[-2000:]}")
+
+
+def test_ctrl_c_saves_then_stops_with_130_and_the_rerun_ends_as_an_uninterrupted_run(
+  cli, tiny_config, tmp_path
+):
+  import signal
+
+  from conftest import metric_records, read_params
+
+  config = f"--config={tiny_config}:steps=300,ckpt=100"
+  whole, cut = tmp_path / "whole", tmp_path / "cut"
+  rc, _, err = finish(cli("train.py", config, f"--workdir={whole}"))
+  assert rc == 0, err[-2000:]
+  proc, _ = start_and_wait_for_steps(cli, config, f"--workdir={cut}")
+  proc.send_signal(signal.SIGINT)
+  rc, out, err = finish(proc)
+  assert rc == rundir.EXIT_CTRL_C, err[-2000:]
+  assert "preempted: saved step" in out and "Traceback" not in err
+  rc, _, err = finish(cli("train.py", config, f"--workdir={cut}"))
+  assert rc == 0, err[-2000:]
+  a, b = read_params(whole, 300), read_params(cut, 300)
+  assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+  assert metric_records(whole) == metric_records(cut)
+
+
+def test_a_second_ctrl_c_stops_at_once_in_one_line(cli, tiny_config, tmp_path):
+  import signal
+  import time
+
+  proc, _ = start_and_wait_for_steps(
+    cli, f"--config={tiny_config}:steps=3000,ckpt=1000", f"--workdir={tmp_path / 'w'}"
+  )
+  proc.send_signal(signal.SIGINT)
+  time.sleep(0.05)
+  proc.send_signal(signal.SIGINT)
+  rc, out, err = finish(proc)
+  assert rc == rundir.EXIT_CTRL_C, err[-2000:]
+  assert "Traceback" not in err and "stopped by Ctrl-C" in err, err

@@ -69,6 +69,7 @@ CONFIG_SECTIONS = ("seed", "task", "data", "model", "optim", "train")
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "datasets", "numpy")
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_IO = 0, 2, 3, 4
+EXIT_CTRL_C = 130  # stopped by Ctrl-C (after a save when one was due: rerun to resume)
 IO_ERRNOS = {
   errno.ENOSPC: "no space left on device",
   errno.EDQUOT: "disk quota exceeded",
@@ -409,8 +410,10 @@ def remove_unfinished_saves(workdir: Path | str) -> None:
 
 # ---- stopping: SIGTERM ---------------------------------------------------------------------------
 class Preemption:
-  """SIGTERM -> save and stop. Multi-process runs use JAX's preemption sync point instead,
-  so every process stops at the same step (and JAX's own SIGTERM handler stays in place).
+  """SIGTERM, or a first Ctrl-C (SIGINT) -> save and stop; a second Ctrl-C stops at once
+  (one line, exit 130; an unfinished save is removed by the rerun). Multi-process
+  runs use JAX's preemption sync point instead, so every process stops at the same step (and
+  JAX's own SIGTERM handler stays in place).
 
   Installed before the run is prepared, so a SIGTERM at any moment is caught: during set-up
   the run stops before training, in the loop it saves and stops, during the final evaluation
@@ -418,7 +421,8 @@ class Preemption:
   delivered again to the previous handler on exit, so it is never swallowed."""
 
   def __init__(self) -> None:
-    self.flag, self.acted, self.old = False, False, None
+    self.flag, self.acted, self.old, self.old_int = False, False, None, None
+    self.signum = signal.SIGTERM  # the signal that asked to stop
 
   def is_set(self) -> bool:
     """A SIGTERM arrived (single process; multi-process runs stop at the sync point)."""
@@ -428,17 +432,32 @@ class Preemption:
     if jax.process_count() == 1:
       try:
         self.old = signal.signal(signal.SIGTERM, self._handle)
+        self.old_int = signal.signal(signal.SIGINT, self._handle)
       except ValueError:  # not the main thread: cannot install handlers
         self.old = None
     return self
 
   def _handle(self, signum: int, frame: Any) -> None:
-    self.flag = True
+    if signum == signal.SIGINT:
+      if self.flag:  # a second Ctrl-C: the user does not want to wait for the save
+        print("stopped by Ctrl-C; rerun the same command to resume", file=sys.stderr)
+        hard_exit(EXIT_CTRL_C)  # an unfinished save is set aside by the rerun
+      print(
+        "Ctrl-C: saving at the next step, then stopping (Ctrl-C again to stop at once)",
+        file=sys.stderr,
+        flush=True,
+      )
+    self.flag, self.signum = True, signum
+
+  @property
+  def by_ctrl_c(self) -> bool:
+    return self.flag and self.signum == signal.SIGINT
 
   def __exit__(self, *exc: Any) -> None:
     if self.old is not None:
       signal.signal(signal.SIGTERM, self.old)
-      if self.flag and not self.acted:
+      signal.signal(signal.SIGINT, self.old_int)
+      if self.flag and not self.acted and self.signum == signal.SIGTERM:
         signal.raise_signal(signal.SIGTERM)
 
   def requested(self, step: int) -> bool:
