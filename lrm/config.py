@@ -241,3 +241,57 @@ def write_run_options(config: ml_collections.ConfigDict) -> None:
   if filled != plain:
     with config.unlocked():
       set_mixer(config.model, filled)
+
+
+# ---- values checked when a run is built (``validate``): key -> (kind, low, high) -------------
+# kind "int": an integer (not a bool) in [low, high]; "real": a finite number in [low, high),
+# high None = unbounded. The numbers name what lrm can run (int32 step counters, a dropout
+# rate below 1), not taste.
+INT32 = 2**31 - 1
+CHECKED = {
+  "seed": ("int", 0, INT32),
+  "model.dim": ("int", 1, None),
+  "model.depth": ("int", 1, None),
+  "model.mlp_ratio": ("int", 0, None),
+  "model.mlp_dim": ("int", 0, None),
+  "model.dropout": ("real", 0.0, 1.0),
+  "train.steps": ("int", 1, INT32),
+  "train.batch_size": ("int", 1, None),
+  "train.eval_batch_size": ("int", 1, None),
+  "train.grad_accum": ("int", 1, None),
+  "train.log_every": ("int", 1, None),
+  "train.eval_every": ("int", 1, None),
+  "train.checkpoint_every": ("int", 1, None),
+  "train.keep_checkpoints": ("int", 1, None),
+  "train.max_eval_batches": ("int", 0, None),
+  "optim.lr": ("real", 0.0, None),
+  "optim.warmup_steps": ("int", 0, INT32),
+  "optim.end_lr_ratio": ("real", 0.0, None),
+  "optim.weight_decay": ("real", 0.0, None),
+  "optim.clip_norm": ("real", 0.0, None),
+  "optim.b1": ("real", 0.0, 1.0),
+  "optim.b2": ("real", 0.0, 1.0),
+}
+
+
+def validate(plain: dict[str, Any]) -> None:
+  """Raise a one-line ``ValueError`` naming the first key in ``CHECKED`` whose value lrm cannot
+  run (a zero width, no layers, dropout of 1, a NaN rate, a step count past int32, ...)."""
+  import math
+
+  for key, (kind, low, high) in CHECKED.items():
+    node: Any = plain
+    for part in key.split("."):
+      node = node.get(part) if isinstance(node, dict) else None
+    if node is None:
+      continue  # absent: the default applies (or building the run names the section)
+    if isinstance(node, bool) or not isinstance(node, int | float):
+      raise ValueError(f"{key}={node!r} must be a number; set --config.{key}")
+    if kind == "int" and (not isinstance(node, int) or not low <= node <= (high or node)):
+      span = f"an integer >= {low}" + (f" and <= {high:,}" if high else "")
+      raise ValueError(f"{key}={node!r} must be {span}; set --config.{key}")
+    if kind == "real" and (
+      not math.isfinite(node) or node < low or (high is not None and node >= high)
+    ):
+      span = f"a finite number >= {low}" + (f" and < {high}" if high is not None else "")
+      raise ValueError(f"{key}={node!r} must be {span}; set --config.{key}")

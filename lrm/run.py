@@ -24,6 +24,7 @@ import ml_collections
 from flax import nnx
 from jax.sharding import Mesh
 
+from lrm import config as lrm_config
 from lrm import mixers, tasks
 from lrm.analysis import counting
 from lrm.train import rundir, runtime
@@ -92,6 +93,7 @@ class Run:
         f"the config has no {', '.join(repr(s) for s in missing)} entry; build it on "
         f"lrm.config.base_config()"
       )
+    lrm_config.validate(self.plain)
     # the run-level mixer options, written into the specs (config.json records them): random
     # patterns follow the run's seed; rotary positions reach every attention mixer
     model = self.plain["model"]

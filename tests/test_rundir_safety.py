@@ -188,3 +188,33 @@ def test_a_second_ctrl_c_stops_at_once_in_one_line(cli, tiny_config, tmp_path):
   rc, out, err = finish(proc)
   assert rc == rundir.EXIT_CTRL_C, err[-2000:]
   assert "Traceback" not in err and "stopped by Ctrl-C" in err, err
+
+
+BAD_VALUES = {
+  "model.dim=0": "model.dim=0 must be an integer >= 1",
+  "model.depth=0": "model.depth=0 must be an integer >= 1",
+  "model.dropout=1.0": "model.dropout=1.0 must be a finite number >= 0.0 and < 1.0",
+  "model.dropout=-0.1": "model.dropout=-0.1 must be",
+  "optim.lr=nan": "optim.lr=nan must be a finite number",
+  "train.steps=100000000000": "train.steps=100000000000 must be an integer >= 1 and <= 2,147,",
+  "seed=-1": "seed=-1 must be an integer >= 0",
+}
+
+
+@pytest.mark.parametrize("override", sorted(BAD_VALUES))
+def test_a_value_lrm_cannot_run_is_one_line_naming_the_key(override, cli, tiny_config, tmp_path):
+  wd = tmp_path / "w"
+  rc, _, err = finish(
+    cli("train.py", f"--config={tiny_config}", f"--config.{override}", f"--workdir={wd}")
+  )
+  assert rc == rundir.EXIT_BAD_INPUT and "Traceback" not in err
+  assert len(err.strip().splitlines()) == 1 and BAD_VALUES[override] in err, err
+  assert not wd.exists()  # nothing written
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", "{not json", '"a string"'])
+def test_evaluate_on_a_config_json_that_is_not_a_config_is_one_line(text, cli, tmp_path):
+  (tmp_path / "config.json").write_text(text)
+  rc, _, err = finish(cli("evaluate.py", f"--workdir={tmp_path}"))
+  assert rc == rundir.EXIT_BAD_INPUT and "Traceback" not in err, err
+  assert "config.json" in err and len(err.strip().splitlines()) == 1, err

@@ -346,7 +346,13 @@ def load_config(workdir: Path) -> ml_collections.ConfigDict:
   path = workdir / "config.json"
   if not path.exists():
     raise FileNotFoundError(f"{path} not found; --workdir must be a run directory made by train.py")
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
+  try:
+    saved = json.loads(path.read_text())
+  except (ValueError, UnicodeDecodeError) as e:
+    raise ValueError(f"{path} does not parse ({' '.join(str(e).split())}); restore it") from None
+  if not isinstance(saved, dict):
+    raise ValueError(f"{path} holds a {type(saved).__name__}, not a config; restore it")
+  return ml_collections.ConfigDict(saved)
 
 
 def versions() -> dict[str, str]:
