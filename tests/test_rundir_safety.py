@@ -218,3 +218,38 @@ def test_evaluate_on_a_config_json_that_is_not_a_config_is_one_line(text, cli, t
   rc, _, err = finish(cli("evaluate.py", f"--workdir={tmp_path}"))
   assert rc == rundir.EXIT_BAD_INPUT and "Traceback" not in err, err
   assert "config.json" in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "..", "/abs"])
+def test_a_study_task_name_cannot_leave_out(name, tmp_path):
+  from lrm.study import grid
+
+  spec = tmp_path / "s.py"
+  spec.write_text(
+    "def get_study(scale):\n"
+    f"  return dict(name='x', seeds=[0], rules=['params'], tasks={{{name!r}: {{}}}})\n"
+  )
+  with pytest.raises(ValueError, match="names a folder under --out"):
+    grid.load_study(spec, "small")
+
+
+def test_a_study_with_no_seeds_is_refused(tmp_path):
+  from lrm.study import grid
+
+  spec = tmp_path / "s.py"
+  spec.write_text(
+    "def get_study(scale):\n  return dict(name='x', seeds=[], rules=['params'], tasks={})\n"
+  )
+  with pytest.raises(ValueError, match="seeds must be a non-empty list"):
+    grid.load_study(spec, "small")
+
+
+@pytest.mark.parametrize("folder", ["../outside", "/etc"])
+def test_pathfinder_metadata_cannot_point_outside_the_data_folder(folder, tmp_path):
+  from lrm import tasks
+
+  root = tmp_path / "pathfinder32" / "curv_contour_length_14"
+  (root / "metadata").mkdir(parents=True)
+  (root / "metadata" / "0.npy").write_text(f"{folder} sample_0.png 0 1 14\n")
+  with pytest.raises(tasks.DataError, match="leaves the data folder"):
+    tasks.build({"name": "pathfinder", "path": str(tmp_path)}).setup()

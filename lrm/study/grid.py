@@ -18,6 +18,7 @@ choice applies to.
 from __future__ import annotations
 
 import importlib.util
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from lrm.study import sweep
 from lrm.tasks import Task
 
 REQUIRED = ("name", "seeds", "rules", "tasks")
+SAFE_NAME = re.compile(r"[A-Za-z0-9_+\-][A-Za-z0-9._+\-]*")  # a folder name: no '/', no '..'
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,15 @@ def load_study(path: str | Path, scale: str) -> dict[str, Any]:
   for rule in rules:
     if rule not in budget.RULES:
       raise ValueError(f"unknown budget rule '{rule}'; choose from {', '.join(budget.RULES)}")
+  seeds = study["seeds"]
+  if not seeds or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in seeds):
+    raise ValueError(f"study {path}: seeds must be a non-empty list of integers >= 0, got {seeds}")
   for name in study["tasks"]:
+    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name):
+      raise ValueError(
+        f"study {path}: task name {name!r} must be letters, digits, '.', '_', '-' or '+' (it "
+        f"names a folder under --out)"
+      )
     bad = {k: v for k, v in sizes(study, name).items() if not (isinstance(v, int) and v > 0)}
     if bad:
       raise ValueError(f"study task '{name}': sizes must be positive widths, got {bad}")

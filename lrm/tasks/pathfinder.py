@@ -84,7 +84,13 @@ def read_index(root: Path) -> list[Entry]:
         )
       if fields[3] not in ("0", "1"):
         raise DataError(f"{where}: label {fields[3]!r} is not 0 or 1; fix field 4 of that line")
-      entries.append((root / fields[0] / fields[1], int(fields[3]), where))
+      image = root / fields[0] / fields[1]
+      if Path(fields[0]).is_absolute() or ".." in Path(fields[0], fields[1]).parts:
+        raise DataError(
+          f"{where}: the image path {fields[0]}/{fields[1]} leaves the data folder {root}; "
+          f"index files name images relative to it (imgs/<n>/sample_<k>.png)"
+        )
+      entries.append((image, int(fields[3]), where))
   return entries
 
 
