@@ -186,7 +186,9 @@ class Run:
     try:
       step = ckpts.resolve(checkpoint)
       abstract = self.steps.abstract(self.steps.model_shape)
-      step, restored = ckpts.restore_intact(step, _warn, model=abstract)
+      step, restored = ckpts.restore_intact(
+        step, _warn, rundir.run_id(self.workdir), model=abstract
+      )
     finally:
       ckpts.close()
     return step, restored["model"]

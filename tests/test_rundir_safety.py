@@ -253,3 +253,48 @@ def test_pathfinder_metadata_cannot_point_outside_the_data_folder(folder, tmp_pa
   (root / "metadata" / "0.npy").write_text(f"{folder} sample_0.png 0 1 14\n")
   with pytest.raises(tasks.DataError, match="leaves the data folder"):
     tasks.build({"name": "pathfinder", "path": str(tmp_path)}).setup()
+
+
+def copy_of(run: Path, dest: Path) -> Path:
+  shutil.copytree(run, dest, ignore=shutil.ignore_patterns(".lock"))
+  return dest
+
+
+def test_a_step_copied_from_another_run_is_not_resumed(cli, tiny_config, tmp_path):
+  """Two runs of the same shapes (seeds 0 and 1): a step of seed 1 copied into seed 0's run
+  names another run id, so it is set aside in one line and the run continues from its own
+  newest step (it used to resume seed 1's parameters as its own)."""
+  base = f"--config={tiny_config}:steps=6,ckpt=2"
+  mine, other = tmp_path / "mine", tmp_path / "other"
+  for wd, seed in ((mine, 0), (other, 1)):
+    rc, _, err = finish(
+      cli("train.py", f"{base.replace('steps=6', 'steps=4')},seed={seed}", f"--workdir={wd}")
+    )
+    assert rc == 0, err[-2000:]
+  rc, _, err = finish(cli("train.py", f"{base},seed=1", f"--workdir={other}", "--extend"))
+  assert rc == 0, err[-2000:]
+  shutil.copytree(other / "checkpoints" / "6", mine / "checkpoints" / "6")
+  rc, out, err = finish(cli("train.py", f"{base},seed=0", f"--workdir={mine}", "--extend"))
+  assert rc == 0, err[-2000:]
+  assert "checkpoint step 6" in err and "belongs to another run" in err, err
+  assert (mine / "damaged" / "6").is_dir() and "resuming at step 4/6" in out
+  assert "Traceback" not in err
+
+
+def test_a_damaged_best_step_falls_back_and_results_are_written(cli, tiny_config, tmp_path):
+  """The best step's array files are destroyed after training: finish sets it aside in one line
+  and reports the best of the other steps (it used to fail on every rerun)."""
+  wd, config = tmp_path / "r", f"--config={tiny_config}:steps=12,ckpt=1"
+  rc, _, err = finish(cli("train.py", config, "--config.train.eval_every=1", f"--workdir={wd}"))
+  assert rc == 0, err[-2000:]
+  (wd / "results.json").unlink()
+  fake = wd / "checkpoints" / "11" / "metrics" / "metrics"  # step 11 now claims to be the best
+  fake.write_text(json.dumps({**json.loads(fake.read_text()), "accuracy": 2.0}))
+  for f in (wd / "checkpoints" / "11" / "model").rglob("*"):
+    if f.is_file() and f.parent.name == "d":
+      f.write_bytes(b"\0" * 7)  # its array data is gone
+  rc, out, err = finish(cli("train.py", config, "--config.train.eval_every=1", f"--workdir={wd}"))
+  assert rc == 0, err[-2000:]
+  assert "checkpoint step 11" in err and "set aside" in err and "Traceback" not in err, err
+  assert json.loads((wd / "results.json").read_text())["best"]["step"] != 11
+  assert (wd / "damaged" / "11").is_dir()

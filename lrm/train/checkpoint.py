@@ -129,19 +129,32 @@ class Checkpoints:
     return int(which)
 
   def restore_intact(
-    self, step: int, note: Callable[[str], None], **abstract: Any
+    self, step: int, note: Callable[[str], None], run_id: str | None = None, **abstract: Any
   ) -> tuple[int, dict[str, Any]]:
     """Restore ``step``, or on a read error the newest other step that reads; ``note`` says
-    which step is damaged and why, in one line each. Raises ``IOFailure`` if none reads."""
+    which step is damaged and why, in one line each. Raises ``IOFailure`` if none reads.
+
+    ``run_id`` (the workdir's mark): a step whose meta names another run (copied or linked
+    from another run directory) is treated as damaged; a step saved before run ids existed
+    names none and is accepted."""
     candidates = [step] + sorted((s for s in self.all_steps() if s != step), reverse=True)
     for s in candidates:
+      nxt = candidates[candidates.index(s) + 1 :]
+      then = f"falling back to step {nxt[0]}" if nxt else "no older checkpoint to fall back to"
       try:
-        return s, self.restore(s, **abstract)
+        out = self.restore(s, **abstract)
       except Exception as e:  # orbax/tensorstore raise ValueError, OSError, KeyError ...
         cause = " ".join(str(e).split())[:160] or type(e).__name__
-        nxt = candidates[candidates.index(s) + 1 :]
-        then = f"falling back to step {nxt[0]}" if nxt else "no older checkpoint to fall back to"
         note(f"checkpoint step {s} in {self.manager.directory} is damaged ({cause}); {then}")
+        continue
+      theirs = out["meta"].get("run_id") if isinstance(out["meta"], dict) else None
+      if run_id is not None and theirs is not None and theirs != run_id:
+        note(
+          f"checkpoint step {s} in {self.manager.directory} belongs to another run (run id "
+          f"{theirs[:8]}, this run {run_id[:8]}); {then}"
+        )
+        continue
+      return s, out
     raise IOFailure(
       f"no intact checkpoint in {self.manager.directory} (tried steps {candidates}); "
       f"restore the folder from a backup, or rerun with --restart to train from scratch"

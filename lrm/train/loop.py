@@ -115,13 +115,15 @@ def _train(p: Prepared, preempt: Preemption) -> dict[str, Any] | None:
   # ---- set-up: the workdir is ours (locked); a finished run only reports its results
   if preempt.is_set():
     raise Interrupted("stopped by SIGTERM before training started; rerun the same command")
-  if p.restart and lead:
-    rundir.wipe(wd)
+  if lead:  # the one writer: a restart wipes the old run; the mark is the run's first file
+    if p.restart:
+      rundir.wipe(wd)
+    wd.mkdir(parents=True, exist_ok=True)
+    rundir.mark(wd, r.plain)
   if procs > 1:
     multihost_utils.sync_global_devices("lrm_workdir_ready")
   wd.mkdir(parents=True, exist_ok=True)
   if lead:  # interrupted saves never hold a committed step; only this writer may remove them
-    rundir.mark(wd, r.plain)
     remove_unfinished_saves(wd)
   ckpts = r.checkpoints()
   if p.resume and not p.extend_from and (ckpts.latest_step() or 0) >= total:
@@ -228,11 +230,10 @@ def finish(
     final_val = _test(r, state["model"], "validation", ckpts, monitor, preempt, step)
   final_test = _test(r, state["model"], "test", ckpts, monitor, preempt, step)
   final = {"step": step, "validation": final_val, "test": final_test}
-  best_step = ckpts.best_step()
+  best_step, best_model = _best_intact(ckpts, steps, r.workdir, step)
   best = {"step": step, "metrics": final_val}
-  if best_step is not None and best_step != step:
+  if best_model is not None:
     best = {"step": best_step, "metrics": ckpts.metrics(best_step)}
-    best_model = ckpts.restore(best_step, model=steps.abstract(steps.model_shape))["model"]
     best_test = _test(r, best_model, "test", ckpts, monitor, preempt, step)
   else:
     best_test = final["test"]
@@ -284,7 +285,7 @@ def _resume(p: Prepared, ckpts: Checkpoints, steps: Steps, batch: Any) -> tuple[
     return 0, steps.init_state(r.build_model, batch), {}
   shapes = steps.abstract_state(r.build_model, batch)
   start, restored = ckpts.restore_intact(
-    latest, _warn, model=shapes["model"], train=shapes["train"]
+    latest, _warn, rundir.run_id(r.workdir), model=shapes["model"], train=shapes["train"]
   )
   if start != latest and is_lead():
     for s in [s for s in ckpts.all_steps() if s > start]:
@@ -364,12 +365,32 @@ def _test(
   return out
 
 
+def _best_intact(ckpts: Checkpoints, steps: Steps, wd: Path, final: int) -> tuple[int, Any]:
+  """``(best step, its model state)``, or ``(final, None)`` when the final step is the best.
+  A best step that does not restore (damaged, or another run's) is set aside, said in one
+  line, and the best of the remaining steps is used: the same fallback as resuming."""
+  run_id = rundir.run_id(wd)
+  while (best := ckpts.best_step()) is not None and best != final:
+    tried: list[str] = []
+    got, restored = ckpts.restore_intact(
+      best, tried.append, run_id, model=steps.abstract(steps.model_shape)
+    )
+    if got == best:
+      return best, restored["model"]
+    _warn(f"{tried[0]}; it is set aside, the best of the other steps is used")
+    if not is_lead():  # only the writer moves files; the others report the final step
+      break
+    _warn(f"moved checkpoint step {best} to {ckpts.set_aside(best)}")
+  return final, None
+
+
 def _totals(meta: dict, r: Run, step: int, wall0: float, clock: Throughput) -> dict[str, Any]:
   """The checkpoint's meta: this session's time and tokens added to earlier sessions'."""
   return {
     **meta,
     "step": step,
     "config_hash": rundir.config_hash(r.plain),
+    "run_id": rundir.run_id(r.workdir),
     "elapsed_s": meta["elapsed_s"] + time.perf_counter() - wall0,
     "train_time_s": meta["train_time_s"] + clock.total_time,
     "tokens": meta["tokens"] + clock.total_tokens,

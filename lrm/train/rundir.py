@@ -283,13 +283,27 @@ def check_restart(workdir: Path) -> None:
 
 
 def mark(workdir: Path, config: dict[str, Any]) -> None:
-  """Mark ``workdir`` as an lrm run (``lrm_run.json``), the first file the run writes."""
-  path = workdir / MARKER
-  if path.is_file():
+  """Mark ``workdir`` as an lrm run (``lrm_run.json``: lrm version, config hash and a random
+  run id that every checkpoint of the run records), the first file the run writes."""
+  if run_id(workdir) is not None:
     return
+  import uuid
+
   from lrm import __version__
 
-  write_json(path, {"lrm": __version__, "config_hash": config_hash(config)})
+  ident = {"lrm": __version__, "config_hash": config_hash(config), "run_id": uuid.uuid4().hex}
+  write_json(workdir / MARKER, ident)
+
+
+def run_id(workdir: Path | None) -> str | None:
+  """The run id in ``workdir``'s mark (None: no readable mark, e.g. a run made before it)."""
+  if workdir is None:
+    return None
+  try:
+    ident = json.loads((Path(workdir) / MARKER).read_text())
+  except (OSError, ValueError, UnicodeDecodeError):
+    return None
+  return ident.get("run_id") if isinstance(ident, dict) else None
 
 
 def wipe(workdir: Path) -> None:
