@@ -298,3 +298,32 @@ def test_a_damaged_best_step_falls_back_and_results_are_written(cli, tiny_config
   assert "checkpoint step 11" in err and "set aside" in err and "Traceback" not in err, err
   assert json.loads((wd / "results.json").read_text())["best"]["step"] != 11
   assert (wd / "damaged" / "11").is_dir()
+
+
+@pytest.mark.parametrize("edit", ["drop best", "drop params", "wrong type", "another config"])
+def test_a_results_json_that_does_not_validate_is_rebuilt(
+  edit, cli, reference_run, tiny_config, tmp_path
+):
+  """A finished run whose results.json parses but lacks a key, has one of the wrong type, or
+  was written for another config is evaluated again from its checkpoints (it used to be
+  trusted, and a rerun failed with a KeyError every time); the rebuilt file is the original."""
+  from conftest import REFERENCE
+
+  wd = copy_of(reference_run, tmp_path / "w")
+  good = json.loads((wd / "results.json").read_text())
+  bad = json.loads(json.dumps(good))
+  if edit == "drop best":
+    del bad["best"]
+  elif edit == "drop params":
+    del bad["params"]
+  elif edit == "wrong type":
+    bad["final"] = "done"
+  else:
+    bad["config_hash"] = "0" * 12
+  (wd / "results.json").write_text(json.dumps(bad))
+  rc, out, err = finish(cli("train.py", f"--config={tiny_config}:{REFERENCE}", f"--workdir={wd}"))
+  assert rc == 0 and "Traceback" not in err, err[-2000:]
+  assert "up to date" not in out
+  rebuilt = json.loads((wd / "results.json").read_text())
+  for key in ("final", "best", "params", "config_hash", "main_metric"):
+    assert rebuilt[key] == good[key], key

@@ -128,7 +128,7 @@ def _train(p: Prepared, preempt: Preemption) -> dict[str, Any] | None:
   ckpts = r.checkpoints()
   if p.resume and not p.extend_from and (ckpts.latest_step() or 0) >= total:
     done = rundir.read_json_or_none(wd / "results.json", note=_warn)
-    if isinstance(done, dict) and "final" in done:
+    if rundir.valid_results(done, rundir.config_hash(r.plain)):
       ckpts.close()
       if lead:
         print(f"{wd} holds a finished run; results.json is up to date", flush=True)

@@ -352,6 +352,37 @@ def with_run_options(saved: dict[str, Any]) -> dict[str, Any]:
   return out
 
 
+RESULT_KEYS = {  # results.json: the keys the closing lines and the studies read
+  "main_metric": str,
+  "final": dict,
+  "best": dict,
+  "params": int,
+  "tokens_per_s": (int, float),
+  "wall_time_s": (int, float),
+  "config_hash": str,
+}
+
+
+def valid_results(results: Any, config_hash_now: str | None = None) -> bool:
+  """Whether ``results`` (a parsed results.json) has every key lrm reads, of the right type,
+  with final and best test metrics, and (given ``config_hash_now``) was written for this
+  config. One that does not is rebuilt from the checkpoints, never trusted."""
+  if not isinstance(results, dict):
+    return False
+  for key, kind in RESULT_KEYS.items():
+    if not isinstance(results.get(key), kind) or isinstance(results.get(key), bool):
+      return False
+  for part in ("final", "best"):
+    for split in ("validation", "test"):
+      if not isinstance(results[part].get(split), dict):
+        return False
+      if results["main_metric"] not in results[part][split]:
+        return False
+    if "step" not in results[part]:
+      return False
+  return config_hash_now is None or results["config_hash"] == config_hash_now
+
+
 def read_json(path: Path) -> Any:
   return json.loads(Path(path).read_text())
 
