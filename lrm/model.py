@@ -166,7 +166,11 @@ class Encoder(nnx.Module):
     L = tokens.shape[1]
     if L > self.max_len and self.pos is not None:
       raise ValueError(f"sequence length {L} exceeds the encoder's max_len {self.max_len}")
-    x = self.embed(tokens)  # [B, L, D]
+    # nnx.Embed fixes its output dtype when built (float32), which would lift a bfloat16 run
+    # (parameters cast by the train step) back to float32 activations: every matmul in
+    # float32 and no bfloat16 kernel (cuDNN) chosen. The table's own dtype is the run's.
+    table = self.embed.embedding[...]
+    x = self.embed(tokens).astype(table.dtype)  # [B, L, D]
     if self.pos is not None:
       rows = jax.lax.dynamic_slice_in_dim(self.pos[...], start, L)  # [L, D]
       x = x + rows.astype(x.dtype)

@@ -160,11 +160,24 @@ class Run:
 
   @functools.cached_property
   def steps(self) -> Steps:
-    """The jitted train and eval steps (compiled on first use)."""
+    """The jitted train and eval steps (compiled on first use), for the current target
+    (``lrm.mixers.target()``: this machine unless built inside ``for_platform``)."""
+    return self.make_steps()
+
+  def make_steps(self, target: mixers.Target | None = None) -> Steps:
+    """Fresh jitted steps traced for ``target`` (None: the current one); ``scripts/
+    export_step.py`` lowers them for a platform this machine does not have."""
     tx, schedule = self.optimizer
     tc = self.config.train
     return Steps(
-      self.task, self.model, tx, schedule, dtype=tc.dtype, grad_accum=tc.grad_accum, mesh=self.mesh
+      self.task,
+      self.model,
+      tx,
+      schedule,
+      dtype=tc.dtype,
+      grad_accum=tc.grad_accum,
+      mesh=self.mesh,
+      target=target,
     )
 
   def checkpoints(self) -> Checkpoints:
@@ -218,8 +231,9 @@ class Run:
     return {"split": split, "checkpoint": checkpoint, "step": step, "metrics": metrics}
 
   def impls(self) -> list[str]:
-    """The implementation each layer's mixer runs on this backend at the task's length and
-    the training dtype (``impl="auto"`` resolved: ``Mixer.choose_impl``)."""
+    """The implementation each layer's mixer runs on the current target (this machine unless
+    inside ``lrm.mixers.for_platform``) at the task's length and the training dtype
+    (``impl="auto"`` resolved: ``Mixer.choose_impl``)."""
     dtype, length = DTYPES[self.plain["train"].get("dtype", "float32")], self.task.seq_len
     return [mixers.impl_of(m, dtype, length) for m in self.model.encoder.mixer_list()]
 

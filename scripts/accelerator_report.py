@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--bench", type=Path, action="append", default=[])
   p.add_argument("--run", type=Path, required=True)
   p.add_argument("--mode", choices=("accelerator", "cpu"), required=True)
+  p.add_argument("--budget", type=int, default=None, help="the check's wall-clock budget (s)")
   a = p.parse_args(argv)
   info = (a.work / "device.txt").read_text().split("\t") if (a.work / "device.txt").exists() else []
   backend, kind, count = (info + ["?", "?", "0"])[:3]
@@ -126,11 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     "backend": backend,
     "device_kind": kind.strip(),
     "device_count": int(count),
+    "budget_s": a.budget,
     "stages": stages(a.work),
     "tests": test_summary(a.work / "tests.log"),
     "bench": bench_summary(a.bench),
     "train": train_summary(a.run, kind),
   }
+  report["stages_s"] = sum(s["seconds"] for s in report["stages"].values())
   a.out.parent.mkdir(parents=True, exist_ok=True)
   a.out.write_text(json.dumps(report, indent=1) + "\n")
   print(json.dumps(report, indent=1))

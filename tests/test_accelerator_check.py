@@ -26,7 +26,8 @@ def test_accelerator_check_cpu_smoke(session_env, tmp_path):
   assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
   report = json.loads((tmp_path / "bench" / "accelerator_cpu_smoke.json").read_text())
   assert report["backend"] == "cpu" and report["device_count"] >= 1
-  assert set(report["stages"]) == {"devices", "tests", "bench", "train"}
+  assert set(report["stages"]) == {"devices", "tests", "bench", "train"}  # --cpu: no install
+  assert report["budget_s"] == 600 and report["stages_s"] <= 600
   assert all(s["status"] == "ok" for s in report["stages"].values())
   assert report["tests"]["passed"] > 0 and not report["tests"].get("failed")
   (cell,) = report["bench"]
@@ -49,3 +50,40 @@ def test_peak_table_matches_device_kinds():
   assert ar.bf16_peak_tflops("TPU v5 lite") == 197.0
   assert ar.bf16_peak_tflops("TPU v5p") == 459.0
   assert ar.bf16_peak_tflops("cpu") is None
+
+
+STUB = """#!/usr/bin/env bash
+case "$*" in
+  *"import jax"*) printf 'cpu\tcpu\t1\n' ;;
+  *accelerator_report.py*) exec {python} "$@" ;;
+  *pytest*) exec sleep 30 ;;
+  *) exit 0 ;;
+esac
+"""
+
+
+def test_the_budget_cuts_a_stage_and_skips_the_rest(tmp_path):
+  """BUDGET=20 (15 s kept for the report): the tests stage gets the 5 s left and is stopped
+  there, bench and train are not started, and the report says so (a stub stands in for
+  Python, so nothing else runs)."""
+  stub = tmp_path / "python"
+  stub.write_text(STUB.format(python=sys.executable))
+  stub.chmod(0o755)
+  env = {"PATH": "/usr/bin:/bin", "PYTHON": str(stub), "BUDGET": "20"}
+  env |= {"OUT": str(tmp_path / "bench"), "TMPDIR": str(tmp_path)}
+  p = subprocess.run(
+    ["bash", str(REPO / "scripts" / "accelerator_check.sh"), "--cpu"],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=60,
+  )
+  assert p.returncode == 1, p.stdout[-3000:] + p.stderr[-2000:]
+  report = json.loads((tmp_path / "bench" / "accelerator_cpu_smoke.json").read_text())
+  st = report["stages"]
+  assert st["devices"]["status"] == "ok" and st["tests"]["status"] == "timeout"
+  assert st["tests"]["seconds"] <= 6
+  assert st["bench"] == st["train"] == {"status": "timeout", "exit_code": 124, "seconds": 0}
+  assert "budget is spent" in p.stdout and report["budget_s"] == 20
+  assert report["backend"] == "cpu" and report["device_count"] == 1

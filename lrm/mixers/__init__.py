@@ -9,6 +9,9 @@ Public API::
 
   lrm.mixers.presets.spec("conv+conv+global", window=8, causal=True)   # presets by short name
 
+  with lrm.mixers.for_platform("tpu"):      # trace for another platform (kernels follow it)
+    jax.jit(f).trace(x).lower(lowering_platforms=("tpu",))
+
 See ``lrm/mixers/base.py`` for the contract and the dimension legend, and
 ``lrm/mixers/presets.py`` for presets (one receptive-field rule for every mixer, ``+`` for
 hybrid stacks). To add a mixer, write one file in this folder with a class decorated
@@ -29,7 +32,7 @@ from flax import nnx
 
 from lrm import registry
 from lrm.mixers import presets
-from lrm.mixers.base import DecodeError, Mixer, impl_of, param_count
+from lrm.mixers.base import DecodeError, Mixer, Target, for_platform, impl_of, param_count, target
 
 
 def _import_all() -> None:
@@ -122,12 +125,15 @@ def seeded(
 __all__ = [
   "DecodeError",
   "Mixer",
+  "Target",
   "build",
   "check",
+  "for_platform",
   "impl_of",
   "names",
   "param_count",
   "presets",
   "seeded",
+  "target",
   "with_run_options",
 ]

@@ -38,8 +38,14 @@ The choice of kernel
   tokens first", which is how every lrm task pads (masks are built from lengths); an explicit
   ``impl="xla"`` honours any mask.
 * ``splash``: the Pallas TPU splash-attention kernel, padding by segment ids (exact for any
-  mask), the sequence and the head dim padded to multiples of 128 (TPU lanes). Off TPU it
-  runs in Pallas interpret mode (how the tests compare it with the dense oracle on CPU).
+  mask), the sequence and the head dim padded to multiples of 128 (TPU lanes). Traced for
+  TPU it is the Mosaic kernel (a ``tpu_custom_call``); traced for any other platform (only
+  when asked for, ``impl="splash"``: the tests) it runs in Pallas interpret mode.
+
+The platform is the target's (``base.target()``): this machine's backend, or the one a
+``with lrm.mixers.for_platform("tpu"):`` block traces for. So a CPU host lowering the train
+step for a TPU (``scripts/export_step.py``) gets splash in Mosaic, and lowering for ``"cuda"``
+gets the fallback of a GPU without cuDNN (JAX needs cuDNN itself to trace a cuDNN call).
 
 ``lrm.mixers.impl_of(mixer, dtype, length)`` names the path a mixer runs for that input (what
 the trainer records in results.json, per layer); ``mixer.impl`` is the float32 answer.
@@ -99,7 +105,7 @@ from flax import nnx
 from jax.sharding import AxisType
 
 from lrm.mixers import masks
-from lrm.mixers.base import MASKED_LOGIT, Mixer
+from lrm.mixers.base import MASKED_LOGIT, Mixer, target
 from lrm.mixers.masks import masked_softmax
 from lrm.registry import register
 
@@ -206,7 +212,7 @@ LANES = 128  # TPU lanes: splash's tile along the sequence; both L and H are pad
 def attention_impl(
   asked: str,
   *,
-  platform: str,
+  platform: str | None = None,
   dtype: jnp.dtype,
   causal: bool,
   window: int | None,
@@ -219,14 +225,21 @@ def attention_impl(
   """The kernel an attention mixer runs: the one place the choice is made.
 
   ``asked`` is the mixer's ``impl`` option (anything but ``"auto"`` is returned as it is);
-  ``platform`` the backend (``jax.default_backend()``), ``dtype`` the compute dtype,
-  ``window=None`` full attention, ``global_tokens`` the window's extra keys (a pattern only
-  the blocked kernel has), ``length`` the tokens (None: not known yet). The fallback is
-  ``"xla"`` (full) or ``"blocked"`` (window). ``cudnn_ok``/``splash_ok`` default to asking
-  JAX (tests pass stand-ins to check the decision for a backend this machine does not have).
+  ``platform`` the target's (None: ``base.target()``, this machine or the ``for_platform``
+  being traced for), ``dtype`` the compute dtype, ``window=None`` full attention,
+  ``global_tokens`` the window's extra keys (a pattern only the blocked kernel has),
+  ``length`` the tokens (None: not known yet). The fallback is ``"xla"`` (full) or
+  ``"blocked"`` (window). ``cudnn_ok`` defaults to the target's ``cudnn`` when it says, else
+  to asking JAX (which needs cuDNN present: on a CPU host lowering for ``"cuda"`` it answers
+  no, so the fallback lowers); ``splash_ok`` to asking JAX; tests pass stand-ins.
   """
   if asked != "auto":
     return asked
+  if platform is None:
+    here = target()
+    platform = here.platform
+    if cudnn_ok is None and here.cudnn is not None:
+      cudnn_ok = lambda *_: here.cudnn  # noqa: E731
   fallback = "xla" if window is None else "blocked"
   if global_tokens:
     return fallback
@@ -332,7 +345,7 @@ def _splash(q, k, v, valid, *, causal: bool, window: int | None) -> jax.Array:
     block_q_dq=blocks,
     block_kv_dq=blocks,
   )
-  interpret = jax.default_backend() != "tpu"
+  interpret = target().platform != "tpu"  # Mosaic for TPU; elsewhere (tests) Pallas' interpreter
 
   def run(q, k, v, seg):
     kernel = sa.make_splash_mha(
@@ -719,7 +732,6 @@ class GlobalAttention(AttentionBase):
   def choose_impl(self, dtype: jnp.dtype = F32, length: int | None = None) -> str:
     return attention_impl(
       self.requested_impl,
-      platform=jax.default_backend(),
       dtype=dtype,
       causal=self.causal,
       window=None,

@@ -61,7 +61,11 @@ Bidirectional mixers, and causal ones without an implementation, raise ``DecodeE
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import dataclasses
 import sys
+from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -76,6 +80,47 @@ UNBOUNDED = sys.maxsize
 # inf - inf, and a row with no visible entry stays NaN-free; callers then zero masked
 # probabilities exactly.
 MASKED_LOGIT = -1e30
+
+
+# ---- the target: the machine kernels are chosen for ------------------------------------------
+PLATFORMS = ("cpu", "gpu", "cuda", "rocm", "tpu")  # jax.default_backend() names and lowering ones
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+  """The machine a program is traced for: ``platform`` (``jax.default_backend()`` names, or
+  the lowering platforms ``"cuda"``, ``"rocm"``) and whether its GPU has cuDNN (``None``: ask
+  JAX, which knows on the machine itself; ``True``/``False``: say so for another machine)."""
+
+  platform: str
+  cudnn: bool | None = None
+
+
+_TARGET: contextvars.ContextVar[Target | None] = contextvars.ContextVar("lrm_target", default=None)
+
+
+def target() -> Target:
+  """The target kernels are chosen for now: the innermost ``for_platform`` block, else this
+  machine (``jax.default_backend()``). Every ``choose_impl`` (and the splash kernel's
+  interpret switch) reads it, at trace time."""
+  t = _TARGET.get()
+  return Target(jax.default_backend()) if t is None else t
+
+
+@contextlib.contextmanager
+def for_platform(platform: str | Target, *, cudnn: bool | None = None) -> Iterator[Target]:
+  """Trace for ``platform`` inside this block (e.g. ``"tpu"`` to lower on a CPU host with
+  ``lowering_platforms=("tpu",)``): mixers choose that platform's kernels, and Pallas kernels
+  are lowered for it instead of interpreted. ``lrm.train.step.Steps`` enters its own target
+  inside every traced step, so a jitted step always matches the platform it was built for."""
+  t = platform if isinstance(platform, Target) else Target(str(platform), cudnn)
+  if t.platform not in PLATFORMS:
+    raise ValueError(f"unknown platform '{t.platform}'; choose one of {', '.join(PLATFORMS)}")
+  token = _TARGET.set(t)
+  try:
+    yield t
+  finally:
+    _TARGET.reset(token)
 
 
 class DecodeError(ValueError):
@@ -94,9 +139,9 @@ class Mixer(nnx.Module):
   ``Mixer.__init__`` validates and stores what every mixer shares: ``dim``, ``causal``,
   ``layer_idx``, the requested ``impl`` (``requested_impl``, one of the class's ``IMPLS``)
   and, for mixers with heads, ``num_heads`` and ``head_dim``. A mixer with more than one
-  kernel overrides ``choose_impl``, the one place its kernel is chosen (from the platform,
-  the dtype and the shapes; its ``__call__`` asks it once per call). Subclasses may override
-  ``receptive_field`` (analytic per-layer reach).
+  kernel overrides ``choose_impl``, the one place its kernel is chosen (from the target
+  platform, ``target()``, the dtype and the shapes; its ``__call__`` asks it once per call).
+  Subclasses may override ``receptive_field`` (analytic per-layer reach).
   """
 
   IMPLS: tuple[str, ...] = ("default",)
@@ -155,7 +200,8 @@ class Mixer(nnx.Module):
 
   def choose_impl(self, dtype: jnp.dtype = jnp.float32, length: int | None = None) -> str:
     """The implementation that runs for ``dtype`` inputs of ``length`` tokens (None: any) on
-    this platform. The default runs what was asked for."""
+    the target platform (``target()``: this machine, or the ``for_platform`` being traced
+    for). The default runs what was asked for."""
     return self.requested_impl
 
   @property
@@ -210,7 +256,8 @@ class Mixer(nnx.Module):
 
 
 def impl_of(mixer: Mixer, dtype: jnp.dtype, length: int) -> str:
-  """The implementation ``mixer`` runs for ``dtype`` inputs of ``length`` tokens here."""
+  """The implementation ``mixer`` runs for ``dtype`` inputs of ``length`` tokens on the
+  target (this machine unless inside ``for_platform``)."""
   return mixer.choose_impl(dtype, length)
 
 

@@ -60,7 +60,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lrm.mixers.base import Mixer, check_int, zero_padded
+from lrm.mixers.base import Mixer, check_int, target, zero_padded
 from lrm.registry import register
 
 # ---- kernels -------------------------------------------------------------------------------------
@@ -411,9 +411,7 @@ class Conv(Mixer):
 
   def choose_impl(self, dtype: jnp.dtype = jnp.float32, length: int | None = None) -> str:
     """``auto``: ``resolve_impl`` (see the module docstring)."""
-    return resolve_impl(
-      self.requested_impl, self.kernel_size, self.depthwise, jax.default_backend()
-    )
+    return resolve_impl(self.requested_impl, self.kernel_size, self.depthwise, target().platform)
 
   def receptive_field(self) -> tuple[int, int]:
     return self.left, self.right

@@ -23,7 +23,7 @@ import numpy as np
 from flax import nnx
 
 from lrm.mixers import presets
-from lrm.mixers.base import Mixer, check_int, zero_padded
+from lrm.mixers.base import Mixer, check_int, target, zero_padded
 from lrm.mixers.conv import (
   ACC,
   KERNELS,
@@ -99,7 +99,7 @@ class GatedConv(Mixer):
 
   def choose_impl(self, dtype: jnp.dtype = jnp.float32, length: int | None = None) -> str:
     """``auto``: the ``conv`` kernels' rule (``conv.resolve_impl``)."""
-    return resolve_impl(self.requested_impl, self.kernel_size, True, jax.default_backend())
+    return resolve_impl(self.requested_impl, self.kernel_size, True, target().platform)
 
   def receptive_field(self) -> tuple[int, int]:
     return self.left, self.right

@@ -295,7 +295,6 @@ class LocalAttention(AttentionBase):
   def choose_impl(self, dtype: jnp.dtype = F32, length: int | None = None) -> str:
     return attention_impl(
       self.requested_impl,
-      platform=jax.default_backend(),
       dtype=dtype,
       causal=self.causal,
       window=self.window,

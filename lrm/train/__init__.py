@@ -18,6 +18,8 @@
                  wandb; the start/progress/validation/closing lines; tokens per second and
                  time left; plots/curves.png; train.profile_steps' profiler trace
   console.py     stdout for progress, stderr for warnings, both teed into train.log
+  export.py      the real train step lowered for a platform this machine need not have (TPU,
+                 GPU): the kernel of each layer, the StableHLO (scripts/export_step.py)
 
 The modules before this layout (``lrm.train.guard``, ``lrm.train.monitor``, ...) still
 resolve, to the module that holds their contents now, with a ``DeprecationWarning``.

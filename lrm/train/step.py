@@ -37,6 +37,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from lrm import mixers
 from lrm.data.arrays import ArrayDataset
 from lrm.tasks.base import Task
 from lrm.train import runtime
@@ -45,12 +46,12 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 State = dict[str, Any]
 
 
-def compiler_options() -> dict[str, str] | None:
-  """XLA options of the training step. On CPU, XLA expands optimisation barriers before it
-  merges common subexpressions, which folds a rematerialised block (``model.remat``) back
-  into the forward pass and saves nothing; this keeps them (a no-op without remat). GPU
-  and TPU keep them by themselves."""
-  if jax.default_backend() != "cpu":
+def compiler_options(platform: str | None = None) -> dict[str, str] | None:
+  """XLA options of the training step for ``platform`` (None: ``lrm.mixers.target()``'s).
+  On CPU, XLA expands optimisation barriers before it merges common subexpressions, which
+  folds a rematerialised block (``model.remat``) back into the forward pass and saves
+  nothing; this keeps them (a no-op without remat). GPU and TPU keep them by themselves."""
+  if (platform or mixers.target().platform) != "cpu":
     return None
   return {"xla_disable_hlo_passes": "cse_barrier_expander"}
 
@@ -67,6 +68,13 @@ class Steps:
   ``model`` is abstract (``nnx.eval_shape``): only its structure is used here; the real
   parameters are made by ``init_state`` inside one jitted call (one compilation instead of
   one per initializer, and born replicated, which also holds across processes).
+
+  ``target``: the platform the steps are traced for (``lrm.mixers.Target``; default the
+  current one, ``lrm.mixers.target()``: this machine, or the ``for_platform`` block the steps
+  are built in). Every traced step enters it, so the mixers choose that platform's kernels
+  whenever and wherever the step is traced: ``train_step.trace(...).lower(
+  lowering_platforms=(...))`` on a CPU host gives the program a TPU or GPU would run
+  (``scripts/export_step.py``).
   """
 
   def __init__(
@@ -79,9 +87,11 @@ class Steps:
     dtype: str,
     grad_accum: int,
     mesh: Mesh,
+    target: mixers.Target | None = None,
   ):
     if dtype not in DTYPES:
       raise ValueError(f"unknown train.dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
+    self.target = mixers.target() if target is None else target
     self.task, self.tx, self.schedule = task, tx, schedule
     self.dtype, self.accum, self.mesh = DTYPES[dtype], grad_accum, mesh
     model.eval()
@@ -92,7 +102,10 @@ class Steps:
     repl = runtime.replicated(mesh)
     self.repl = repl
     self.train_step = jax.jit(
-      self._train_step, donate_argnums=0, out_shardings=repl, compiler_options=compiler_options()
+      self._train_step,
+      donate_argnums=0,
+      out_shardings=repl,
+      compiler_options=compiler_options(self.target.platform),
     )
     self.eval_step = jax.jit(self._eval_step, donate_argnums=2, out_shardings=repl)
     zeros = lambda tree: jax.tree.map(jnp.zeros_like, tree)  # noqa: E731
@@ -136,7 +149,8 @@ class Steps:
     # differentiated, so jax.grad passes its Variables in as made outside, and advancing a
     # count then raised "Cannot mutate RngCount from a different trace level".
     model = nnx.merge(self.graph_train, cast_floats(params, self.dtype), rest, copy=True)
-    loss, sums = self.task.loss(model, batch)
+    with mixers.for_platform(self.target):  # kernels of the platform these steps are for
+      loss, sums = self.task.loss(model, batch)
     _, _, rest = nnx.split(model, nnx.Param, ...)  # dropout RNG counts advanced
     return loss.astype(jnp.float32), (sums, rest)
 
@@ -201,7 +215,8 @@ class Steps:
   def _eval_sums(self, model_state: State, batch: Mapping[str, jax.Array]) -> Any:
     params = cast_floats(model_state["params"], self.dtype)
     model = nnx.merge(self.graph_eval, params, model_state["rest"])
-    return self.task.loss(model, batch)[1]
+    with mixers.for_platform(self.target):
+      return self.task.loss(model, batch)[1]
 
   def _eval_step(self, model_state: State, batch: Mapping[str, jax.Array], acc: Any) -> Any:
     return jax.tree.map(jnp.add, acc, self._eval_sums(model_state, batch))
