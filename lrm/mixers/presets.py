@@ -17,13 +17,16 @@ RoPE gives attention the same relative information, so neither family is handica
 ``rotary=False`` is the ablation with the encoder's absolute positions only.
 
 Presets joined with ``+`` form a hybrid stack: ``"conv+conv+global"`` gives a list of three
-specs, which the encoder cycles over depth. Experiment configs, studies, benchmarks and the
-generic mixer tests ask this registry; nothing outside ``lrm/mixers/`` (and the experiment
-files that choose one) names a mixer.
+specs, which the encoder cycles over depth. A named stack is such a list under one name, for a
+design of the field (``griffin`` = ``rglru+rglru+local``, registered beside ``rglru``); it
+expands wherever a preset may stand, also inside a ``+`` (``"griffin+global"``). Experiment
+configs, studies, benchmarks and the generic mixer tests ask this registry; nothing outside
+``lrm/mixers/`` (and the experiment files that choose one) names a mixer.
 
 A new mixer registers its presets next to its class::
 
   presets.register("my_mixer", lambda r: dict(name="my_mixer", kernel_size=r.kernel))
+  presets.register_stack("my_design", ("my_mixer", "my_mixer", "local"))
 """
 
 from __future__ import annotations
@@ -59,42 +62,76 @@ class Preset:
 
 
 _PRESETS: dict[str, Preset] = {}
+_STACKS: dict[str, tuple[str, ...]] = {}  # named stacks: name -> its presets, bottom first
+
+
+def _check_name(name: str, kind: str) -> None:
+  if HYBRID in name or not name:
+    raise ValueError(f"a {kind} name must be non-empty and cannot contain '{HYBRID}': {name!r}")
 
 
 def register(name: str, build: Callable[[Reach], dict], *, windowed: bool = True) -> None:
   """Register ``build(reach) -> spec`` under ``name`` (a name may be registered once)."""
-  if HYBRID in name or not name:
-    raise ValueError(f"a preset name must be non-empty and cannot contain '{HYBRID}': {name!r}")
-  if name in _PRESETS and _PRESETS[name].build is not build:
+  _check_name(name, "preset")
+  if name in _STACKS or (name in _PRESETS and _PRESETS[name].build is not build):
     raise KeyError(f"mixer preset '{name}' is already registered")
   _PRESETS[name] = Preset(name, build, windowed)
 
 
+def register_stack(name: str, layers: tuple[str, ...]) -> None:
+  """Register a named stack: ``name`` stands for the presets ``layers`` joined with ``+``."""
+  _check_name(name, "stack")
+  layers = tuple(layers)
+  if name in _PRESETS or (name in _STACKS and _STACKS[name] != layers):
+    raise KeyError(f"mixer preset '{name}' is already registered")
+  unknown = [p for p in layers if p not in _PRESETS]
+  if len(layers) < 2 or unknown:
+    raise ValueError(
+      f"stack '{name}' needs two or more registered presets, got {list(layers)}"
+      + (f" (unknown: {', '.join(unknown)})" if unknown else "")
+    )
+  _STACKS[name] = layers
+
+
 def unregister(name: str) -> None:
-  """Remove a preset (for tests that register a throwaway one)."""
+  """Remove a preset or a named stack (for tests that register a throwaway one)."""
   _PRESETS.pop(name, None)
+  _STACKS.pop(name, None)
 
 
 def names() -> list[str]:
-  """Every registered preset name (hybrids are written by joining them with ``+``)."""
+  """Every registered single-mixer preset (hybrids are written by joining them with ``+``)."""
   return sorted(_PRESETS)
 
 
+def stacks() -> dict[str, str]:
+  """Every named stack, with what it stands for: ``{"griffin": "rglru+rglru+local", ...}``."""
+  return {name: HYBRID.join(layers) for name, layers in sorted(_STACKS.items())}
+
+
 def parts(name: str) -> list[str]:
-  """``"conv+conv+global"`` -> ``["conv", "conv", "global"]``, each a known preset."""
-  out = [p.strip() for p in str(name).split(HYBRID)]
-  for p in out:
-    if p not in _PRESETS:
+  """``"conv+conv+global"`` -> ``["conv", "conv", "global"]``, each a known preset; a named
+  stack expands to its presets (``"griffin+global"`` -> ``rglru, rglru, local, global``)."""
+  given = [p.strip() for p in str(name).split(HYBRID)]
+  out = []
+  for p in given:
+    if p in _STACKS:
+      out.extend(_STACKS[p])
+    elif p in _PRESETS:
+      out.append(p)
+    else:
       raise ValueError(
         f"unknown mixer preset '{p}'"
-        + (f" in '{name}'" if len(out) > 1 else "")
-        + f"; known: {', '.join(names())} (join presets with '+' for a hybrid stack)"
+        + (f" in '{name}'" if len(given) > 1 else "")
+        + f"; known: {', '.join(names())}; stacks: {', '.join(stacks()) or 'none'} "
+        "(join presets with '+' for a hybrid stack)"
       )
   return out
 
 
 def is_hybrid(name: str) -> bool:
-  return HYBRID in str(name)
+  """Whether ``name`` stands for several layers (a ``+`` hybrid or a named stack)."""
+  return HYBRID in str(name) or str(name).strip() in _STACKS
 
 
 def windowed(name: str) -> bool:
@@ -111,7 +148,7 @@ def spec(
   causal: bool = False,
   rotary: bool = True,
 ) -> dict | list[dict]:
-  """The mixer spec of preset ``name``; a list of specs for a hybrid ``a+b+c``."""
+  """The mixer spec of preset ``name``; a list of specs for a hybrid ``a+b+c`` or a stack."""
   reach = Reach(int(window), int(heads), int(block), bool(causal), bool(rotary))
   specs = [dict(_PRESETS[p].build(reach)) for p in parts(name)]
   return specs if is_hybrid(name) else specs[0]
