@@ -56,20 +56,21 @@ STUB = """#!/usr/bin/env bash
 case "$*" in
   *"import jax"*) printf 'cpu\tcpu\t1\n' ;;
   *accelerator_report.py*) exec {python} "$@" ;;
-  *pytest*) exec sleep 30 ;;
+  *pytest*) exec sleep 60 ;;
   *) exit 0 ;;
 esac
 """
 
 
 def test_the_budget_cuts_a_stage_and_skips_the_rest(tmp_path):
-  """BUDGET=20 (15 s kept for the report): the tests stage gets the 5 s left and is stopped
+  """BUDGET=35 (15 s kept for the report): the tests stage gets the ~20 s left (slack for a
+  loaded machine) and is stopped
   there, bench and train are not started, and the report says so (a stub stands in for
   Python, so nothing else runs)."""
   stub = tmp_path / "python"
   stub.write_text(STUB.format(python=sys.executable))
   stub.chmod(0o755)
-  env = {"PATH": "/usr/bin:/bin", "PYTHON": str(stub), "BUDGET": "20"}
+  env = {"PATH": "/usr/bin:/bin", "PYTHON": str(stub), "BUDGET": "35"}
   env |= {"OUT": str(tmp_path / "bench"), "TMPDIR": str(tmp_path)}
   p = subprocess.run(
     ["bash", str(REPO / "scripts" / "accelerator_check.sh"), "--cpu"],
@@ -77,13 +78,13 @@ def test_the_budget_cuts_a_stage_and_skips_the_rest(tmp_path):
     env=env,
     capture_output=True,
     text=True,
-    timeout=60,
+    timeout=120,
   )
   assert p.returncode == 1, p.stdout[-3000:] + p.stderr[-2000:]
   report = json.loads((tmp_path / "bench" / "accelerator_cpu_smoke.json").read_text())
   st = report["stages"]
   assert st["devices"]["status"] == "ok" and st["tests"]["status"] == "timeout"
-  assert st["tests"]["seconds"] <= 6
+  assert st["tests"]["seconds"] <= 21
   assert st["bench"] == st["train"] == {"status": "timeout", "exit_code": 124, "seconds": 0}
-  assert "budget is spent" in p.stdout and report["budget_s"] == 20
+  assert "budget is spent" in p.stdout and report["budget_s"] == 35
   assert report["backend"] == "cpu" and report["device_count"] == 1
