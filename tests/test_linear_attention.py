@@ -1,0 +1,203 @@
+"""``linear_attention`` (Based's linear attention): the feature map's identity, the chunked
+kernel against the dense oracle (forward and gradients, odd lengths over several chunks,
+padding, both directions), exact causality, decoding, a constant cache and a ``based`` stack
+through the trainer."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from test_decode_mixers import decode_all
+from test_hybrids import recall_config
+
+from lrm import mixers
+from lrm.mixers import linear_attention as la
+from lrm.mixers import presets
+from lrm.train import loop
+
+D, B, M = 16, 2, 4
+TOL = dict(atol=1e-5, rtol=1e-5)
+
+pytestmark = pytest.mark.usefixtures("fast_compile")  # most XLA passes off: compiles faster
+
+
+def build(causal: bool, impl: str = "auto", seed: int = 0, **opts) -> la.LinearAttention:
+  spec = {"name": "linear_attention", "num_heads": 2, "feature_dim": M, "impl": impl, **opts}
+  m = mixers.build(spec, dim=D, causal=causal, rngs=nnx.Rngs(seed), layer_idx=0)
+  m.eval()
+  return m
+
+
+def inputs(length: int, seed: int = 0, batch: int = B) -> jax.Array:
+  return jax.random.normal(jax.random.key(seed), (batch, length, D))
+
+
+def lengths_mask(length: int) -> jax.Array:
+  """Row 0 is whole, row 1 is padded after ``length // 2 + 1`` tokens."""
+  return jnp.arange(length)[None, :] < jnp.array([[length], [length // 2 + 1]])
+
+
+@pytest.mark.parametrize("m", [1, 3, 16])
+def test_feature_map_gives_the_second_order_taylor_kernel(m):
+  """phi(q) . phi(k) = 1 + s + s^2 / 2 with s = q . k / sqrt(d'), and F = 1 + d' + d'^2."""
+  q, k = jax.random.normal(jax.random.key(m), (2, 7, m))
+  fq, fk = la.feature_map(q), la.feature_map(k)
+  assert fq.shape == (7, la.features(m)) == (7, 1 + m + m * m)
+  s = jnp.sum(q * k, -1) / np.sqrt(m)
+  np.testing.assert_allclose(jnp.sum(fq * fk, -1), 1 + s + s**2 / 2, atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(la.taylor_kernel(s), 1 + s + s**2 / 2)
+  assert bool(jnp.all(la.taylor_kernel(jnp.linspace(-50, 50, 1001)) >= 0.5))  # ((s+1)^2+1)/2
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("length", [1, 6, 33, 37])
+def test_chunked_equals_the_dense_oracle(causal, length):
+  """Forward and gradients (parameters and input), padded and not, same weights; chunks of 8
+  tokens, so 33 and 37 run over 5 chunks with a ragged tail."""
+  x, mask = inputs(length), lengths_mask(length)
+  g = jax.random.normal(jax.random.key(5), x.shape)
+
+  @nnx.jit
+  def run(m, x):  # (outputs, input gradient, parameter gradients) without and with padding
+    out = []
+    for k in (None, mask):
+      gm, gx = nnx.grad(lambda m, x, k=k: jnp.sum(m(x, k) * g), argnums=(0, 1))(m, x)
+      out.append((m(x, k), gx, jax.tree.leaves(nnx.state(gm, nnx.Param))))
+    return out
+
+  fast = run(build(causal, "chunked", chunk_size=8), x)
+  oracle = run(build(causal, "dense", chunk_size=8), x)
+  for (y1, gx1, gp1), (y2, gx2, gp2) in zip(fast, oracle, strict=True):
+    np.testing.assert_allclose(y1, y2, **TOL)
+    np.testing.assert_allclose(gx1, gx2, **TOL)
+    for a, b in zip(gp1, gp2, strict=True):
+      np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_kernels_normalise_like_based():
+  """A row of the output is the kernel-weighted mean of the values it sees: all-equal values
+  come out unchanged, and the first causal output is its own value (up to EPS)."""
+  q, k = jax.random.normal(jax.random.key(1), (2, 1, 2, 11, M))
+  valid = jnp.ones((1, 11), bool)
+
+  @jax.jit
+  def outputs(v):
+    return (
+      la.dense_linear_attention(q, k, v, valid, True),
+      la.chunked_linear_attention(q, k, v, valid, 4),
+      la.global_linear_attention(q, k, v, valid),
+    )
+
+  for y in outputs(jnp.full((1, 2, 11, 3), 2.5)):
+    np.testing.assert_allclose(y, 2.5, rtol=1e-5)
+  w = jax.random.normal(jax.random.key(2), (1, 2, 11, 3))
+  np.testing.assert_allclose(outputs(w)[1][:, :, 0], w[:, :, 0], rtol=1e-5)
+
+
+@pytest.mark.parametrize("impl", ["dense", "chunked"])
+def test_causality_is_exact_for_every_pair(impl):
+  """d out_i / d x_j is exactly 0 for every j > i and not 0 for j <= i (bidirectional: never
+  0); chunks of 3 tokens, so pairs inside a chunk and across chunks are both covered."""
+  L = 10
+  x = inputs(L, batch=1)
+  for causal in (True, False):
+    m = build(causal, impl, chunk_size=3)
+    jac = jax.jacrev(lambda x, m=m: m(x)[0])(x)[:, :, 0]  # [L, D, L, D]
+    reach = np.asarray(jnp.abs(jac).max(axis=(1, 3)))  # [L, L]: output i, input j
+    future = np.triu(np.ones((L, L), bool), 1)
+    if causal:
+      assert np.all(reach[future] == 0.0) and np.all(reach[~future] > 0)
+    else:
+      assert np.all(reach > 0)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("impl", ["dense", "chunked"])
+def test_padding_never_enters_either_direction(causal, impl):
+  """A padded row gives the outputs of its real prefix alone, whatever the padding holds (the
+  bidirectional sum covers every real token, no padded one); padded outputs and all gradients
+  are finite, also for a row that is padding from its first token."""
+  m, L, n = build(causal, impl, chunk_size=4), 13, 7
+  x = inputs(L)
+  mask = jnp.broadcast_to(jnp.arange(L) < n, (B, L))
+  noisy = x.at[:, n:].set(1e3 * jax.random.normal(jax.random.key(3), (B, L - n, D)))
+  y = m(noisy, mask)
+  np.testing.assert_allclose(y[:, :n], m(x[:, :n]), **TOL)
+  assert bool(jnp.all(jnp.isfinite(y)))
+  left = jnp.broadcast_to(jnp.arange(L) >= 5, (B, L))  # padded first: no real key seen yet
+  for k in (mask, left):
+    assert bool(jnp.all(jnp.isfinite(m(noisy, k))))
+    grads = nnx.grad(lambda m, x, k=k: jnp.sum(m(x, k) ** 2), argnums=(0, 1))(m, noisy)
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+
+
+def test_contract_field_impl_and_params():
+  causal, both = build(True), build(False)
+  assert causal.receptive_field() == (mixers.base.UNBOUNDED, 0) and both.receptive_field() is None
+  for platform in ("cpu", "tpu", "cuda"):
+    with mixers.for_platform(platform):
+      assert causal.impl == "chunked" and both.impl == "chunked"
+  assert build(True, "dense").impl == "dense"
+  m = mixers.build({"name": "linear_attention"}, dim=256, causal=True, rngs=nnx.Rngs(0))
+  assert (m.num_heads, m.feature_dim, m.head_dim) == (4, 16, 64)  # Based's d' = 16
+  assert m.num_params() == 2 * 256 * 4 * 16 + 2 * 256 * 256  # q, k, v, out; no biases
+  with pytest.raises(ValueError, match="feature_dim"):
+    build(True, feature_dim=0)
+
+
+def test_flops_follow_the_kernel():
+  causal, both = build(True, chunk_size=64), build(False)
+  L = 4096
+  assert causal.flops(L, impl="dense") > 10 * causal.flops(L)  # L^2 F against L (T + F H)
+  assert causal.flops(2 * L) == pytest.approx(2 * causal.flops(L), rel=0.01)  # linear in L
+  assert both.flops(2 * L) == pytest.approx(2 * both.flops(L), rel=1e-6)
+  assert causal.algorithmic_flops(L) == both.algorithmic_flops(L) < causal.flops(L)
+
+
+@pytest.mark.parametrize("impl", ["dense", "chunked"])
+def test_decoding_equals_the_parallel_forward_at_every_position(impl):
+  m, L = build(True, impl, chunk_size=4), 19
+  x = np.random.default_rng(0).standard_normal((B, L, D), dtype=np.float32)
+  y, runs, steps = decode_all(m, x, max_len=24, prompts=(7, 1, 12))
+  for P, got in zip((7, 1, 12), runs, strict=True):
+    np.testing.assert_allclose(got, y, **TOL, err_msg=f"prompt {P}")
+  np.testing.assert_allclose(steps, y, **TOL, err_msg="steps from 0")
+
+
+def test_cache_is_the_state_whatever_max_len():
+  """S [B, N, F, H] and z [B, N, F] in float32: N F (H + 1) floats per sequence."""
+  m = build(True)
+  F, N, H = la.features(M), 2, D // 2
+  size = m.cache_bytes(B, 64)
+  assert size == m.cache_bytes(B, 1 << 20) == B * N * F * (H + 1) * 4
+  cache = m.init_cache(B, 64)
+  assert cache["s"].shape == (B, N, F, H) and cache["z"].shape == (B, N, F)
+  with pytest.raises(mixers.DecodeError, match="bidirectional"):
+    build(False).init_cache(1, 8)
+
+
+def test_based_is_a_named_stack():
+  """Based's period of five layers: BaseConv, linear attention, sliding window, BaseConv x2."""
+  specs = presets.spec("based", window=4, heads=2, causal=True)
+  names = ["gated_conv", "linear_attention", "local", "gated_conv", "gated_conv"]
+  assert [s["name"] for s in specs] == names and specs[2]["window"] == 4
+  assert presets.is_hybrid("based") and presets.windowed("based")
+  assert "based" in presets.stacks() and "based" not in presets.names()
+  assert not presets.windowed("linear_attention")
+
+
+def test_based_trains_end_to_end(tmp_path, data_cache):
+  cfg = recall_config("mixer=based,size=small")
+  assert [s["name"] for s in cfg.model.mixer] == [
+    "conv",
+    "gated_conv",
+    "linear_attention",
+    "local",
+    "gated_conv",
+    "gated_conv",
+  ]
+  res = loop.run(cfg, tmp_path)
+  assert np.isfinite(res["final"]["test"][res["main_metric"]])
