@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
   except (FileNotFoundError, KeyError, ValueError) as e:
     print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
     return 2
+  except rundir.IOFailure as e:  # e.g. a data cache that cannot be written
+    print(f"error: {e}", file=sys.stderr)
+    return rundir.EXIT_IO
   return 0
 
 
