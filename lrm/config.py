@@ -274,9 +274,11 @@ CHECKED = {
 }
 
 
-def validate(plain: dict[str, Any]) -> None:
+def validate(plain: dict[str, Any], source: Any = None) -> None:
   """Raise a one-line ``ValueError`` naming the first key in ``CHECKED`` whose value lrm cannot
-  run (a zero width, no layers, dropout of 1, a NaN rate, a step count past int32, ...)."""
+  run (a zero width, no layers, dropout of 1, a NaN rate, a step count past int32, ...).
+  ``source``: the saved config.json the values come from, named as the fix instead of the
+  ``--config.<key>`` override (which evaluate.py and generate.py do not have)."""
   import math
 
   for key, (kind, low, high) in CHECKED.items():
@@ -285,13 +287,18 @@ def validate(plain: dict[str, Any]) -> None:
       node = node.get(part) if isinstance(node, dict) else None
     if node is None:
       continue  # absent: the default applies (or building the run names the section)
+    fix = f"set --config.{key}" if source is None else f"fix it in {source}"
     if isinstance(node, bool) or not isinstance(node, int | float):
-      raise ValueError(f"{key}={node!r} must be a number; set --config.{key}")
+      raise ValueError(f"{key}={node!r} must be a number; {fix}")
     if kind == "int" and (not isinstance(node, int) or not low <= node <= (high or node)):
-      span = f"an integer >= {low}" + (f" and <= {high:,}" if high else "")
-      raise ValueError(f"{key}={node!r} must be {span}; set --config.{key}")
+      raise ValueError(f"{key}={node!r} must be {int_span(low, high)}; {fix}")
     if kind == "real" and (
       not math.isfinite(node) or node < low or (high is not None and node >= high)
     ):
       span = f"a finite number >= {low}" + (f" and < {high}" if high is not None else "")
-      raise ValueError(f"{key}={node!r} must be {span}; set --config.{key}")
+      raise ValueError(f"{key}={node!r} must be {span}; {fix}")
+
+
+def int_span(low: int, high: int | None) -> str:
+  """``"an integer >= 0 and <= 2,147,483,647"``: the words of an integer range."""
+  return f"an integer >= {low}" + (f" and <= {high:,}" if high else "")

@@ -199,6 +199,8 @@ def read_json_or_none(path: Path, note: Any = print) -> Any:
   such files are rebuilt from the checkpoints and the task, never trusted when damaged."""
   if not path.exists():
     return None
+  if path.is_dir():  # not lrm's file: never rebuilt over (``check_layout`` refuses it too)
+    raise ConfigConflict(f"{path} is a folder, where lrm keeps a JSON file; move it away")
   try:
     return json.loads(path.read_text())
   except (ValueError, UnicodeDecodeError) as e:
@@ -237,7 +239,23 @@ def check_workdir_path(workdir: str | Path) -> Path:
   for parent in path.parents:  # a folder under a file cannot be made
     if parent.exists() and not parent.is_dir():
       raise ConfigConflict(f"--workdir={text} lies under the file {parent}; {fix}")
+  if exists:
+    check_layout(path)
   return path
+
+
+def check_layout(workdir: Path) -> None:
+  """A one-line ``ConfigConflict`` if a name the run writes holds the other kind of entry (a
+  file ``plots`` or ``tensorboard``, a folder ``vocab.json``): writing there would fail
+  half-way, after other files were written, so it is refused before anything is."""
+  fix = "move it away, or use another --workdir"
+  for name in (*RUN_DIRS, *KEPT_DIRS):
+    p = workdir / name
+    if p.exists() and not p.is_dir():
+      raise ConfigConflict(f"{p} is a file, but lrm writes its {name}/ folder there; {fix}")
+  for name in (*RUN_FILES, MARKER, "train.log", ".lock"):
+    if (workdir / name).is_dir():
+      raise ConfigConflict(f"{workdir / name} is a folder, but lrm writes a file there; {fix}")
 
 
 def is_lrm_run(workdir: Path) -> bool:
@@ -397,6 +415,9 @@ def load_config(workdir: Path) -> ml_collections.ConfigDict:
     raise ValueError(f"{path} does not parse ({' '.join(str(e).split())}); restore it") from None
   if not isinstance(saved, dict):
     raise ValueError(f"{path} holds a {type(saved).__name__}, not a config; restore it")
+  from lrm.config import validate
+
+  validate(saved, source=path)  # a value lrm cannot run: named with the file, not a flag
   return ml_collections.ConfigDict(saved)
 
 
