@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import sys
 from typing import Any
 
 import ml_collections
@@ -38,6 +39,21 @@ MIXER_NAME = re.compile(r"^model\.mixer(\[\d+\])?\.name$")
 
 class ConfigError(ValueError):
   """A config that cannot be loaded or an override that cannot apply (one line)."""
+
+
+def file_error(e: BaseException) -> str:
+  """One line for a Python file (an experiment config, a study) that does not import or whose
+  ``get_config``/``get_study`` raises: ``<file>, line <n>: <Error>: <message>``, at the
+  innermost frame outside the installed libraries."""
+  if isinstance(e, SyntaxError):
+    return f"{e.filename}, line {e.lineno}: SyntaxError: {e.msg}"
+  tb = e.__traceback__
+  where = ""
+  while tb is not None:
+    if not tb.tb_frame.f_code.co_filename.startswith(sys.prefix):
+      where = f"{tb.tb_frame.f_code.co_filename}, line {tb.tb_lineno}: "
+    tb = tb.tb_next
+  return f"{where}{type(e).__name__}: {' '.join(str(e).split())}"
 
 
 def split_argv(argv: list[str]) -> tuple[str | None, list[str], list[str]]:

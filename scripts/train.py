@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
   argv = list(sys.argv if argv is None else argv)
   help_asked = bool({"-h", "--help", "--helpfull"} & set(argv[1:]))
   argv = [a for a in argv if a not in ("-h", "--help", "--helpfull")]
-  from lrm.config_cli import ConfigError, format_config
+  from lrm.config_cli import ConfigError, file_error, format_config
 
   try:
     fv, config = parse(argv)
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
   except (flags.Error, OSError) as e:
     return error(f"{str(e).strip().splitlines()[-1]}  ({USAGE})")
   except Exception as e:  # the config file itself fails: syntax error, get_config raises
-    return error(f"cannot load the config file: {config_error(e)}")
+    return error(f"cannot load the config file: {file_error(e)}")
   if help_asked or fv.print_config:
     if help_asked:
       print(__doc__)
@@ -191,19 +191,6 @@ def run(fv: flags.FlagValues, config: object, preempt: object) -> int:
   if results is None and preempt.by_ctrl_c:
     return rundir.EXIT_CTRL_C
   return rundir.EXIT_OK
-
-
-def config_error(e: BaseException) -> str:
-  """One line for a config file that does not import or whose get_config raises."""
-  if isinstance(e, SyntaxError):
-    return f"{e.filename}, line {e.lineno}: SyntaxError: {e.msg}"
-  tb = e.__traceback__
-  where = ""
-  while tb is not None:  # the innermost frame inside the config file
-    if not tb.tb_frame.f_code.co_filename.startswith(sys.prefix):
-      where = f"{tb.tb_frame.f_code.co_filename}, line {tb.tb_lineno}: "
-    tb = tb.tb_next
-  return f"{where}{type(e).__name__}: {' '.join(str(e).split())}"
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from typing import Any
 import ml_collections
 
 from lrm.analysis import budget
+from lrm.config_cli import file_error
 from lrm.mixers import presets
 from lrm.run import build_task
 from lrm.study import sweep
@@ -73,22 +74,33 @@ class Cell:
 
 
 def load_module(path: str | Path) -> Any:
-  """A Python file (a study or an experiment config) as a fresh module."""
+  """A Python file (a study or an experiment config) as a fresh module; a file that does not
+  import (a syntax error, an exception at import) is a one-line ``ValueError`` naming it."""
   path = Path(path)
   if not path.is_file():
     raise FileNotFoundError(f"no such file: {path}")
   spec = importlib.util.spec_from_file_location(f"_lrm_cfg_{path.stem}", path)
   module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  try:
+    spec.loader.exec_module(module)
+  except Exception as e:  # noqa: BLE001 - whatever the file raises is reported in one line
+    raise ValueError(f"cannot load {path}: {file_error(e)}") from None
   return module
 
 
 def load_study(path: str | Path, scale: str) -> dict[str, Any]:
   """``get_study(scale)`` of a study file, with its rules and mixer presets checked."""
   module = load_module(path)
-  if not hasattr(module, "get_study"):
-    raise ValueError(f"{path} defines no get_study(scale) function")
-  study = module.get_study(scale)
+  if not callable(getattr(module, "get_study", None)):
+    raise ValueError(
+      f"{path} defines no get_study(scale) function; add one (see experiments/studies/)"
+    )
+  try:
+    study = module.get_study(scale)
+  except Exception as e:  # noqa: BLE001
+    raise ValueError(f"{path}: get_study({scale!r}) failed: {file_error(e)}") from None
+  if not isinstance(study, Mapping):
+    raise ValueError(f"{path}: get_study({scale!r}) returned {type(study).__name__}, not a dict")
   missing = [k for k in REQUIRED if k not in study]
   if missing:
     raise ValueError(f"study {path} lacks {missing}")
