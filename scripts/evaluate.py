@@ -8,7 +8,8 @@ devices this machine has. Prints the metrics as JSON and writes them to
 <workdir>/eval_<split>_<checkpoint>.json (a read-only run directory is not an error: the
 metrics are printed first, and a note says the file could not be written). A damaged
 checkpoint is reported in one line and the newest intact one is used. Exit codes: 2 bad
-input, 4 no intact checkpoint.
+input (also --multihost where no multi-process environment is configured), 4 no intact
+checkpoint or an I/O failure.
 """
 
 from __future__ import annotations
@@ -44,7 +45,11 @@ def main(argv: list[str] | None = None) -> int:
   if fv.multihost:
     from lrm.train import runtime
 
-    runtime.initialize_distributed()
+    try:
+      runtime.initialize_distributed()
+    except runtime.LayoutError as e:  # no multi-process environment: names what to set
+      print(f"error: {e}", file=sys.stderr)
+      return 2
   import contextlib
 
   import jax
