@@ -14,7 +14,11 @@ Data (``path``):
 Tokens follow LRA's input pipeline: ``]`` becomes ``X``, ``(`` and ``)`` are deleted, and the
 rest is split on whitespace. The vocabulary is fixed and sorted (LRA built it from a Python
 ``set``, so its ids changed from process to process): ``0 = <pad>``, then ``0``-``9``,
-``X``, ``[MAX``, ``[MED``, ``[MIN``, ``[SM`` as ids 1..15. Any other token is an error.
+``X``, ``[MAX``, ``[MED``, ``[MIN``, ``[SM`` as ids 1..15. Any other token is an error, and
+so is an expression whose brackets do not balance (an operator never closed by ``]``, a ``]``
+or ``)`` with nothing open, a ``(`` never closed, or more than one expression on a row): LRA's
+pipeline would train on such a row, but its label is no value of it, so the row is refused
+with its file and line rather than skipped (a skipped row would change the split's size).
 
 Length: ``max_len`` (2000, as in LRA) is the padded length the model sees and the
 generator's exclusive upper bound, so generated rows always fit. A longer row in a given
@@ -50,6 +54,33 @@ def tokenize(source: str) -> list[str]:
   return source.translate(_LRA_RENAME).split()
 
 
+def bracket_error(source: str) -> str | None:
+  """Why the brackets of ``source`` do not balance (None: they do). ``[OP`` opens an operator
+  that ``]`` closes; parentheses, which LRA's files wrap around every argument, must pair up
+  too; a row is one expression (nothing may follow the outermost ``]``)."""
+  ops = parens = 0
+  closed = False  # the outermost expression is complete
+  for tok in source.split():
+    if closed and tok != ")":
+      return f"{tok!r} follows the end of the expression (one expression per row)"
+    if tok.startswith("["):
+      ops += 1
+    elif tok == "]":
+      ops -= 1
+      if ops < 0:
+        return "a ']' closes no operator"
+      closed = ops == 0
+    elif tok in "()":
+      parens += 1 if tok == "(" else -1
+      if parens < 0:
+        return "a ')' closes no '('"
+  if ops:
+    return f"{ops} operator(s) never closed by ']'"
+  if parens:
+    return f"{parens} '(' never closed by ')'"
+  return None
+
+
 def encode(source: Any, where: str) -> np.ndarray:
   """Token ids (uint8) of one expression; ``where`` names it in errors."""
   if not isinstance(source, str):
@@ -57,6 +88,9 @@ def encode(source: Any, where: str) -> np.ndarray:
   toks = tokenize(source)
   if not toks:
     raise DataError(f"{where}: empty expression; every row needs a ListOps expression")
+  problem = bracket_error(source)
+  if problem:
+    raise DataError(f"{where}: unbalanced brackets ({problem}); fix or remove that row")
   try:
     return np.fromiter(map(TOKEN_ID.__getitem__, toks), np.uint8, len(toks))
   except KeyError as e:
