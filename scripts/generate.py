@@ -10,9 +10,10 @@ training stream puts before every document comes first). Prints the prompt and i
 continuation; --json prints one JSON line instead: ``tokens`` (the generated ids), ``text``
 (their text), ``prompt``, ``prompt_tokens``, ``step``, ``cache``, ``seconds``.
 
---temperature=0 is greedy; --top_k=0 samples from the whole vocabulary. The same --seed gives
-the same sample. --cache=false recomputes the whole prefix with the parallel forward at every
-step (the reference the cached path must match). Exit codes: 2 bad input (no run directory,
+--temperature=0 is greedy (it must be a finite number >= 0); --top_k=0 samples from the whole
+vocabulary. The same --seed (0 .. 2**31-1) gives the same sample. --cache=false recomputes
+the whole prefix with the parallel forward at every step (the reference the cached path must
+match). Exit codes: 2 bad input (no run directory,
 a run that is not a causal language model, a prompt outside the vocabulary or too long for
 the model's max_len), 4 no intact checkpoint or an I/O failure.
 """
@@ -44,6 +45,23 @@ def define(fv: flags.FlagValues) -> None:
   flags.DEFINE_string("checkpoint", "best", "best, latest or a step number", flag_values=fv)
   flags.DEFINE_bool("cache", True, "decode with per-mixer caches", flag_values=fv)
   flags.DEFINE_bool("json", False, "print one JSON line", flag_values=fv)
+
+
+def check_flags(fv: flags.FlagValues) -> str | None:
+  """What is wrong with the sampling flags, naming the first bad one (None: nothing)."""
+  import math
+
+  from lrm.config import INT32, int_span
+
+  if not math.isfinite(fv.temperature) or fv.temperature < 0:
+    return f"--temperature={fv.temperature} must be a finite number >= 0 (0 = greedy)"
+  if fv.top_k < 0:
+    return f"--top_k={fv.top_k} must be an integer >= 0 (0 = the whole vocabulary)"
+  if fv.max_new_tokens < 0:
+    return f"--max_new_tokens={fv.max_new_tokens} must be an integer >= 0"
+  if not 0 <= fv.seed <= INT32:
+    return f"--seed={fv.seed} must be {int_span(0, INT32)}"
+  return None
 
 
 def check_causal_run(workdir: Path) -> None:
@@ -116,8 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     fv(argv)
     if not fv.workdir:
       raise flags.Error("--workdir is required")
-    if fv.temperature < 0 or fv.top_k < 0 or fv.max_new_tokens < 0:
-      raise flags.Error("--temperature, --top_k and --max_new_tokens must be >= 0")
+    problem = check_flags(fv)
+    if problem:
+      raise flags.Error(problem)
   except flags.Error as e:
     print(f"error: {e} ({USAGE})", file=sys.stderr)
     return 2
