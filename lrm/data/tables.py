@@ -20,6 +20,7 @@ that chooses the column.
 
 from __future__ import annotations
 
+import codecs
 import json
 import sys
 from dataclasses import dataclass
@@ -56,11 +57,32 @@ class Table:
     return f"{self.source} row {i + 1}"
 
 
+def check_utf8(f: Path) -> None:
+  """A ``DataError`` naming the first line of text file ``f`` that is not UTF-8: the readers
+  accept such bytes and fail later, deep in a row conversion, without naming the file."""
+  decoder = codecs.getincrementaldecoder("utf-8")()
+  line = 1
+  with f.open("rb") as fh:
+    while True:
+      chunk = fh.read(1 << 24)
+      try:
+        decoder.decode(chunk, final=not chunk)
+      except UnicodeDecodeError as e:
+        line += chunk[: max(e.start, 0)].count(b"\n")
+        raise DataError(f"{f} line {line}: not UTF-8 text; save the file as UTF-8") from None
+      if not chunk:
+        return
+      line += chunk.count(b"\n")
+
+
 def _load_files(files: list[Path]) -> Table:
   import datasets
 
   f = files[0]
   kind = FILE_KINDS[f.suffix]
+  if kind in ("json", "csv"):
+    for x in files:
+      check_utf8(x)
   try:
     rows = datasets.load_dataset(
       kind, data_files=[str(x) for x in files], split="train", cache_dir=str(cache_root() / "hf")
