@@ -103,7 +103,7 @@ def test_a_classification_run_is_refused_in_one_line(cli, classifier_run):
     (["--max_new_tokens=30"], "lower max_new_tokens to 23"),
     (["--checkpoint=7", "--max_new_tokens=5"], "no checkpoint at step 7"),
     (["--workdir=/nonexistent/run"], "config.json not found"),
-    (["--top_k=-1"], "must be >= 0"),
+    (["--top_k=-1"], "--top_k=-1 must be an integer >= 0"),
   ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(lm_run, capsys, args, expected):
