@@ -158,7 +158,7 @@ def test_retrieval_generator_is_deterministic_and_official_format(tmp_path):
 def test_retrieval_loader_keeps_quotes_and_finds_nested_release(tmp_path):
   d = tmp_path / "lra_release" / "lra_release" / "tsv_data"
   d.mkdir(parents=True)
-  rows = ['1\tA\tB\t"open quote only\tsays "hi" twice', '0\tC\tD\t\t"""']
+  rows = ['1\tA\tB\t"open quote only\tsays "hi" twice', '0.0\tC\tD\t\t"""']
   for split in ("train", "eval", "test"):
     (d / f"new_aan_pairs.{split}.tsv").write_text("\n".join(rows) + "\n")
   task = tasks.build({"name": "retrieval", "path": str(tmp_path), "max_len": 12})

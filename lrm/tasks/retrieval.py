@@ -4,9 +4,7 @@ Official files ``new_aan_pairs.{train,eval,test}.tsv`` (``eval`` is validation):
 five tab-separated columns ``label, id1, id2, text1, text2``. Texts contain quote characters
 that are text, not CSV quoting (LRA reads them with ``use_quote_delim=False``), so lines are
 split on tabs only; a line without exactly five columns is a ``DataError`` naming file and
-line. A label must be the integer ``0`` or ``1``: LRA parsed a float and cast it, so ``1.5``
-became 1 and ``-1`` or ``2`` gave a class the two-way head does not have; lrm refuses any
-other label (``1.0`` included) with its file and line.
+line. Labels are read as numbers (LRA parses a float, then casts) and must be 0 or 1.
 
 ``path`` is the folder holding the files (or the ``lra_release`` tree above it). ``""``
 generates an offline stand-in in the same format (``RetrievalTask.generate``): pseudo-papers
@@ -73,12 +71,13 @@ def read_tsv(f: Path, max_len: int = 0) -> tuple[list[bytes], list[bytes], np.nd
           f"{f} line {lineno}: expected 5 tab-separated columns (label, id1, id2, text1, "
           f"text2), got {len(cols)}; tabs inside texts must be removed"
         )
-      label = cols[0].strip()
-      if label not in (b"0", b"1"):
+      try:
+        label = float(cols[0])
+      except ValueError:
+        label = -1.0
+      if label not in (0.0, 1.0):
         shown = cols[0][:20].decode("utf-8", errors="replace")
-        raise DataError(
-          f"{f} line {lineno}: label {shown!r} is not 0 or 1 (an integer); fix the first column"
-        )
+        raise DataError(f"{f} line {lineno}: label {shown!r} is not 0 or 1")
       labels.append(int(label))
       for text, out in ((cols[3], texts1), (cols[4], texts2)):
         cut += bool(max_len) and len(text) > max_len
