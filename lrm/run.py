@@ -180,8 +180,9 @@ class Run:
       target=target,
     )
 
-  def checkpoints(self) -> Checkpoints:
-    """The run's checkpoint manager (close it when done)."""
+  def checkpoints(self, writer: bool = False) -> Checkpoints:
+    """The run's checkpoint manager (close it when done); ``writer``: this process writes the
+    run (it sets damaged steps aside)."""
     if self.workdir is None:
       raise ValueError("this run has no workdir, so it has no checkpoints")
     return Checkpoints(
@@ -189,6 +190,7 @@ class Run:
       keep=self.config.train.keep_checkpoints,
       metric=self.task.main_metric,
       mode=self.task.main_mode,
+      writer=writer,
     )
 
   # ---- restoring and evaluating ----------------------------------------------------------------

@@ -31,9 +31,9 @@ def plant(folder: Path, files: dict[str, str]) -> None:
     (folder / name).write_text(text)
 
 
-def contents(folder: Path) -> dict[str, str]:
+def contents(folder: Path) -> dict[str, bytes]:
   return {
-    str(p.relative_to(folder)): p.read_text() for p in sorted(folder.rglob("*")) if p.is_file()
+    str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
   }
 
 
@@ -327,3 +327,108 @@ def test_a_results_json_that_does_not_validate_is_rebuilt(
   rebuilt = json.loads((wd / "results.json").read_text())
   for key in ("final", "best", "params", "config_hash", "main_metric"):
     assert rebuilt[key] == good[key], key
+
+
+# ---- seals: a content checksum of every step (issue 24, group 2) -------------------------------
+def flip_a_byte(step_dir: Path, item: str = "model") -> Path:
+  """Flip one byte in the middle of ``item``'s largest array data file."""
+  f = max(
+    (p for p in (step_dir / item).rglob("*") if p.is_file() and p.parent.name == "d"),
+    key=lambda p: p.stat().st_size,
+  )
+  data = bytearray(f.read_bytes())
+  data[len(data) // 2] ^= 0xFF
+  f.write_bytes(bytes(data))
+  return f
+
+
+def test_every_step_is_sealed_and_orbax_rewrites_nothing_sealed(reference_run, tmp_path):
+  """Each committed step carries a manifest of its files' SHA-256; after the whole run (later
+  saves, deletions by the keep policy, the final evaluation and a finished-run rerun) every
+  kept step still verifies, so orbax rewrote none of the sealed files after the commit."""
+  from lrm.train.checkpoint import MANIFEST, verify
+
+  steps = sorted((reference_run / "checkpoints").iterdir())
+  assert steps and all((s / MANIFEST).is_file() for s in steps)
+  for s in steps:
+    listed = json.loads((s / MANIFEST).read_text())["sha256"]
+    assert any(name.startswith("model/") for name in listed) and "meta/metadata" in listed
+    assert verify(s) is True
+  wd = copy_of(reference_run, tmp_path / "w")
+  flipped = flip_a_byte(wd / "checkpoints" / steps[-1].name)
+  with pytest.raises(ValueError, match=f"{flipped.name} changed since it was saved"):
+    verify(wd / "checkpoints" / steps[-1].name)
+
+
+def test_flipped_bytes_in_the_newest_step_fall_back_and_the_rerun_equals_the_reference(
+  cli, reference_run, tiny_config, tmp_path
+):
+  """A byte flipped in the final step's parameters used to be restored silently (a wrong
+  accuracy, exit 0). Now the step fails its seal: evaluation says so in one line and uses the
+  newest intact step; training sets it aside, trains the last step again, and ends with the
+  reference's parameters (bitwise) and metric records."""
+  from conftest import REFERENCE, metric_records, read_params
+
+  wd = copy_of(reference_run, tmp_path / "w")
+  flip_a_byte(wd / "checkpoints" / "12")
+  rc, out, err = finish(cli("evaluate.py", f"--workdir={wd}", "--checkpoint=12"))
+  assert rc == 0 and "Traceback" not in err, err[-2000:]
+  assert "checkpoint step 12" in err and "changed since it was saved" in err, err
+  assert json.loads(out)["step"] == 11
+  (wd / "results.json").unlink()
+  rc, out, err = finish(cli("train.py", f"--config={tiny_config}:{REFERENCE}", f"--workdir={wd}"))
+  assert rc == 0 and "Traceback" not in err, err[-2000:]
+  assert (wd / "damaged" / "12").is_dir() and "resuming at step 11/12" in out, out
+  a, b = read_params(reference_run, 12), read_params(wd, 12)
+  assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+  assert metric_records(reference_run) == metric_records(wd)
+
+
+def test_a_damaged_metrics_file_in_one_step_spoils_no_other(
+  cli, reference_run, tiny_config, tmp_path
+):
+  """One step's ``metrics/metrics`` cut short used to make orbax fail at start, for training
+  and for evaluating every other step, with a message naming no file. Now evaluation says so in
+  one line and never takes that step as best; training sets it aside and ends as the
+  reference did."""
+  from conftest import REFERENCE, metric_records, read_params
+
+  wd = copy_of(reference_run, tmp_path / "w")
+  (wd / "checkpoints" / "12" / "metrics" / "metrics").write_text('{"accur')
+  rc, out, err = finish(cli("evaluate.py", f"--workdir={wd}", "--checkpoint=11"))
+  assert rc == 0 and json.loads(out)["step"] == 11, err[-2000:]
+  assert "step 12" in err and "damaged metrics/metrics" in err and "Traceback" not in err, err
+  rc, out, err = finish(cli("evaluate.py", f"--workdir={wd}", "--checkpoint=best"))
+  # step 12 was the only evaluated step: no best is left, which is said, not guessed
+  assert rc == rundir.EXIT_BAD_INPUT and "use --checkpoint=latest" in err, err[-2000:]
+  rc, out, err = finish(cli("train.py", f"--config={tiny_config}:{REFERENCE}", f"--workdir={wd}"))
+  assert rc == 0 and "Traceback" not in err, err[-2000:]
+  assert "metrics/metrics" in err and (wd / "damaged" / "12").is_dir(), err
+  a, b = read_params(reference_run, 12), read_params(wd, 12)
+  assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+  assert metric_records(reference_run) == metric_records(wd)
+
+
+def test_checkpoints_of_another_config_are_a_mismatch_not_damage(
+  cli, reference_run, tiny_config, tmp_path
+):
+  """``config.json`` edited to a wider model (and the command to match) used to call every
+  intact step "damaged" and advise --restart; now it is one line naming the other config and
+  both fixes, exit 2, and no step is moved."""
+  from conftest import REFERENCE
+
+  wd = copy_of(reference_run, tmp_path / "w")
+  saved = json.loads((wd / "config.json").read_text())
+  saved["model"]["dim"] = 48
+  (wd / "config.json").write_text(json.dumps(saved))
+  before = contents(wd / "checkpoints")
+  rc, out, err = finish(
+    cli(
+      "train.py", f"--config={tiny_config}:{REFERENCE}", "--config.model.dim=48", f"--workdir={wd}"
+    )
+  )
+  assert rc == rundir.EXIT_BAD_INPUT, err[-2000:]
+  last = err.strip().splitlines()[-1]
+  assert "holds a model of another config" in last and "float32[32]" in last, err
+  assert "--restart" in last and "--workdir" in last and "damaged" not in err
+  assert not (wd / "damaged").exists() and contents(wd / "checkpoints") == before

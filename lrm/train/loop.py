@@ -125,7 +125,7 @@ def _train(p: Prepared, preempt: Preemption) -> dict[str, Any] | None:
   wd.mkdir(parents=True, exist_ok=True)
   if lead:  # interrupted saves never hold a committed step; only this writer may remove them
     remove_unfinished_saves(wd)
-  ckpts = r.checkpoints()
+  ckpts = r.checkpoints(writer=lead)
   if p.resume and not p.extend_from and (ckpts.latest_step() or 0) >= total:
     done = rundir.read_json_or_none(wd / "results.json", note=_warn)
     if rundir.valid_results(done, rundir.config_hash(r.plain)):
