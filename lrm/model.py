@@ -32,10 +32,17 @@ POSITIONS = ("learned", "sinusoidal", "rotary", "none")
 
 
 def layer_specs(mixer: Mapping[str, Any] | Sequence[Mapping[str, Any]], depth: int) -> list[dict]:
-  """One mixer spec per layer: a single spec is repeated, a list is cycled over depth."""
+  """One mixer spec per layer: a single spec is repeated, a list is cycled over depth. A
+  stack longer than ``depth`` is refused: its last layers would be dropped without a word."""
   pattern = [mixer] if isinstance(mixer, Mapping) else list(mixer)
   if not pattern:
     raise ValueError("model.mixer is an empty list; give a spec dict or a non-empty list of them")
+  if len(pattern) > depth:
+    names = "+".join(str(s.get("name", "?")) for s in pattern)
+    raise ValueError(
+      f"model.mixer is a stack of {len(pattern)} layers ({names}) but model.depth={depth} "
+      f"would drop the last {len(pattern) - depth}; set model.depth >= {len(pattern)}"
+    )
   return [dict(pattern[i % len(pattern)]) for i in range(depth)]
 
 

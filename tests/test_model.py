@@ -41,6 +41,12 @@ def test_layer_pattern_is_cycled_over_depth():
   assert [m.registered_name for m in enc.mixer_list()] == ["local", "global", "local"]
   with pytest.raises(ValueError, match="empty list"):
     layer_specs([], 2)
+  # a stack longer than the model used to lose its last layers silently (griffin at depth 2
+  # had no local layer); now it is refused, naming both keys
+  with pytest.raises(
+    ValueError, match=r"stack of 3 layers \(local\+local\+global\) but model\.depth=2"
+  ):
+    layer_specs([LOCAL, LOCAL, GLOBAL], 2)
 
 
 @pytest.mark.parametrize("positions", ["learned", "sinusoidal", "rotary", "none"])
