@@ -1,5 +1,6 @@
 """Token mixers: conv, gated conv, Hyena, local/global/random/BigBird attention, dynamic conv,
-involution.
+involution, and local attention's recurrent partners: RG-LRU (Griffin), Mamba-2's SSD and
+Based's linear attention.
 
 Public API::
 
