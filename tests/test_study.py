@@ -561,3 +561,29 @@ def test_flagship_answers_a_question_per_task_and_flags_an_undertrained_lm():
   for r in lm:
     r["value"] = 4.4 - r["value"]  # full attention now the best at every width
   assert "lm" not in study["notes"](lm)
+
+
+def test_partners_study_keeps_the_quickstart_size_and_sums_the_decoding_state():
+  """Each mixer is its own size reference (no matching: width 64, MLP 256, as the quickstart
+  builds it), and the state size is every layer's cache: the conv's K - 1 = 2 inputs, then
+  local attention's w = 8 keys and values, or global attention's 128 (fp32, D = 64)."""
+  path = REPO / "experiments" / "studies" / "partners.py"
+  partners = grid.load_module(path)
+  study = grid.load_study(path, "small")
+  sweep_cells = grid.sweep_cells(study)
+  assert len(sweep_cells) == 2 * len(partners.MIXERS) and {c.seed for c in sweep_cells} == {0}
+  assert {"griffin", "based", "samba"} <= set(presets.stacks()) & set(partners.MIXERS)
+  plan = grid.Planner(study)
+  conv = 2 * 64 * 4
+  for mixer, window, layers, state in (
+    ("local", 8, ["conv", "local"], conv + 2 * 8 * 64 * 4),
+    ("global", None, ["conv", "global"], conv + 2 * 128 * 64 * 4),
+  ):
+    cfg, match = plan.config(grid.Cell(partners.task_key(mixer), mixer, window, "params", 0))
+    assert (match.model["dim"], match.model["mlp_dim"], match.error) == (64, 256, 0.0)
+    assert [s["name"] for s in match.model["mixer"]] == layers
+    assert partners.state_bytes(rundir.config_to_dict(cfg)) == state
+  samba = grid.base_config(study, partners.task_key("samba"), 8)  # a stack: every layer counts
+  samba.model = plan.model(samba, partners.task_key("samba"), "samba", 8)
+  assert [s["name"] for s in samba.model["mixer"]] == ["conv", "ssm", "local"]
+  assert partners.state_bytes(rundir.config_to_dict(samba)) > conv + 2 * 8 * 64 * 4
