@@ -4,7 +4,9 @@ A label is a preset of ``lrm.mixers.presets`` (the experiment configs' receptive
 window radius w, conv kernel 2w+1 or w+1 causal, blocks of ``block`` tokens) with optional
 ``:key=value`` overrides of its spec, e.g. ``local``, ``conv:impl=fft``, ``local:impl=dense``
 or ``dpa_local`` (a baseline, ``benchmarks/baselines.py``). Presets joined with ``+`` are a
-hybrid stack, each part with its own overrides: ``conv:impl=fft+global``.
+hybrid stack, each part with its own overrides: ``conv:impl=fft+global``. A named stack
+(``presets.stacks()``, e.g. ``griffin``) is one label standing for its presets, alone or inside
+a ``+``; it takes no overrides (write its layers to set one).
 
 Nothing here names a mixer: the default labels and the ratio pairs are derived from the
 registries (which presets exist, which mixer builds with ``impl="dense"``, which preset a
@@ -45,7 +47,8 @@ def _value(text: str) -> Any:
 
 
 def split_label(label: str) -> list[tuple[str, dict[str, Any]]]:
-  """``"conv:impl=fft+global"`` -> ``[("conv", {"impl": "fft"}), ("global", {})]``."""
+  """``"conv:impl=fft+global"`` -> ``[("conv", {"impl": "fft"}), ("global", {})]``; a named
+  stack is its presets (``"griffin"`` -> ``rglru``, ``rglru``, ``local``, each with ``{}``)."""
   out = []
   for part in str(label).split(mixers.presets.HYBRID):
     name, *opts = part.strip().split(":")
@@ -55,8 +58,14 @@ def split_label(label: str) -> list[tuple[str, dict[str, Any]]]:
       if not sep or not key:
         raise ValueError(f"bad mixer option '{opt}' in '{label}'; write preset:key=value[:...]")
       overrides[key] = _value(value)
-    mixers.presets.parts(name)  # a one-line error listing the presets
-    out.append((name, overrides))
+    names = mixers.presets.parts(name)  # a one-line error listing the presets and stacks
+    if overrides and len(names) > 1:  # which layer would an option set?
+      written = mixers.presets.HYBRID.join(f"{n}:{':'.join(opts)}" for n in names)
+      raise ValueError(
+        f"'{name}' in '{label}' is a stack of {len(names)} layers, so ':{':'.join(opts)}' is "
+        f"ambiguous; write its layers, e.g. {written}"
+      )
+    out += [(n, overrides) for n in names]
   return out
 
 

@@ -103,6 +103,27 @@ def test_labels_are_presets_with_overrides_and_hybrids(bench):
     parse("dpa_full:window=3")
 
 
+def test_a_named_stack_is_one_label_of_its_presets(bench):
+  """Every named stack (``presets.stacks()``) is a label for its presets, alone, inside a
+  ``+`` and in a cell; an option on a stack is refused (which of its layers would it set?)."""
+  parse = lambda label: bench.cells.parse_label(label, window=4, heads=2)  # noqa: E731
+  assert mixers.presets.stacks()  # named stacks register beside their mixers
+  for name in mixers.presets.stacks():
+    layers = mixers.presets.parts(name)
+    assert [n for n, _ in bench.cells.split_label(name)] == layers
+    assert parse(name) == mixers.presets.spec(name, window=4, heads=2)
+    assert [s["name"] for s in parse(f"{name}+global:rotary=false")] == [
+      s["name"] for s in mixers.presets.spec_list(f"{name}+global", window=4, heads=2)
+    ]
+    assert parse(f"{name}+global:rotary=false")[-1]["rotary"] is False
+    (cell,) = bench.cells.mixer_cells([name], [16], dim=8, heads=2, window=4)
+    assert cell["mixer"] == name and [s["name"] for s in cell["spec"]] == [
+      s["name"] for s in parse(name)
+    ]
+    with pytest.raises(ValueError, match=f"'{name}' .* ambiguous; write its layers"):
+      parse(f"{name}:impl=dense")
+
+
 def _accepts_dense(spec: dict) -> bool:
   def build() -> nnx.Module:
     return mixers.build(spec | {"impl": "dense"}, dim=16, causal=False, rngs=nnx.Rngs(0))
