@@ -20,6 +20,12 @@ Peers (``pip install -e ".[peers]"``; transformers separately, see ``hf_bigbird`
   3 window blocks, r random blocks), fed lrm's fixed random-block table so that both compute
   the same pattern (HF draws its own table per head when not deterministic, and uses block 0
   for every random block when deterministic).
+* ``recurrentgemma``: Google DeepMind's ``recurrentgemma.jax.modules.RecurrentBlock`` (Griffin's
+  recurrent block; ``pip install -e ".[rglru-peer]"``, then ``pip install --no-deps
+  recurrentgemma==1.0.1``) with a causal lrm ``rglru`` mixer's weights (``recurrentgemma_block``,
+  shared with ``tests/test_rglru.py``); its default scan (``ScanType.AUTO``: ``lax.scan`` off
+  TPU, a Pallas kernel on TPU) and jaxtyping/typeguard checks at trace time only. Causal only:
+  the block has no bidirectional form.
 """
 
 from __future__ import annotations
@@ -35,8 +41,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-
-from benchmarks import baselines
 
 
 class Skip(Exception):
@@ -61,7 +65,7 @@ class Weights:
 @dataclass
 class Entry:
   name: str
-  group: str  # the lrm mixer it is compared with: "local" or "bigbird"
+  group: str  # the lrm mixer it is compared with: "local", "bigbird" or "rglru"
   framework: str
   version: str
   mode: str  # "fwdbwd" or "fwd"
@@ -70,6 +74,7 @@ class Entry:
   grad_x: Callable[[], np.ndarray] | None = None
   flops_fwd: int | None = None  # analytic FLOPs the kernel executes (lrm mixers)
   xla_bytes: int | None = None
+  causal: bool = False
 
 
 def version(package: str) -> str:
@@ -82,7 +87,9 @@ def version(package: str) -> str:
 # ----------------------------------------------------------------------------- JAX
 
 
-def _jax_entry(name, group, framework, ver, apply, params, x, ct, mode, mem_cap, flops=None):
+def _jax_entry(
+  name, group, framework, ver, apply, params, x, ct, mode, mem_cap, flops=None, causal=False
+):
   """``apply(params, x) -> y``: a jitted forward, and the timed step (fwd or fwd+bwd)."""
   x, ct = jnp.asarray(x), jnp.asarray(ct)  # on the device once, not copied in every call
   fwd = jax.jit(apply)
@@ -104,18 +111,22 @@ def _jax_entry(name, group, framework, ver, apply, params, x, ct, mode, mem_cap,
     grad_x=lambda: np.asarray(grad(params, x)[1]),
     flops_fwd=flops,
     xla_bytes=int(need),
+    causal=causal,
   )
 
 
 def lrm_entry(name: str, mixer: nnx.Module, x, ct, mode: str, mem_cap: int = 0) -> Entry:
   graph, params, rest = nnx.split(mixer, nnx.Param, ...)
   apply = lambda p, x: nnx.merge(graph, p, rest)(x)  # noqa: E731
-  group = mixer.mixer_name()
+  group, ver = mixer.mixer_name(), jax.__version__
   flops = mixer.flops(x.shape[1])
-  return _jax_entry(name, group, "jax", jax.__version__, apply, params, x, ct, mode, mem_cap, flops)
+  causal = bool(mixer.causal)
+  return _jax_entry(name, group, "jax", ver, apply, params, x, ct, mode, mem_cap, flops, causal)
 
 
 def dpa_local(local: nnx.Module, x, ct, mode: str, mem_cap: int) -> Entry:
+  from benchmarks import baselines  # here, not at the top: importing this file registers nothing
+
   dpa = baselines.LocalDotProductAttention(
     local.dim, causal=False, rngs=nnx.Rngs(0), window=local.window, num_heads=local.num_heads
   )
@@ -195,6 +206,62 @@ def hf_bigbird(bird: nnx.Module, w: Weights, x, ct, mode: str, mem_cap: int) -> 
 
   ver = version("transformers")
   return _jax_entry("HF FlaxBigBird", "bigbird", "jax", ver, apply, params, x, ct, mode, mem_cap)
+
+
+RECURRENTGEMMA_INSTALL = (
+  'pip install -e ".[rglru-peer]", then pip install --no-deps recurrentgemma==1.0.1 (its pins '
+  "of absl-py<2 and numpy<2.4 clash with lrm's; it runs with lrm's versions)"
+)
+
+
+def recurrentgemma_block(rglru: nnx.Module, batch: int, length: int):
+  """recurrentgemma's ``RecurrentBlock`` shaped as the causal lrm ``rglru`` mixer and its
+  weights: ``(block, variables, segment_pos [batch, length])``, for ``block.apply(variables,
+  x, segment_pos)`` with ``x [batch, length, D]``. Raises ``Skip`` when recurrentgemma is not
+  importable or cannot compute the same thing, ``ValueError`` when a weight is left uncopied."""
+  try:
+    rg = importlib.import_module("recurrentgemma.jax")
+  except ImportError as e:
+    raise Skip(f"recurrentgemma not importable ({e}); {RECURRENTGEMMA_INSTALL}") from e
+  if rglru.reverse_branch is not None:
+    raise Skip("recurrentgemma's RecurrentBlock is causal only; build rglru with causal=True")
+  block = rg.modules.RecurrentBlock(
+    width=rglru.dim,
+    num_heads=rglru.num_heads,
+    lru_width=rglru.width,
+    conv1d_temporal_width=rglru.conv_width,
+  )
+  # segment_pos from 1: no document starts inside, so recurrentgemma's reset (which skips the
+  # sqrt(1 - a**2) factor at a document's first token) never fires; h_{-1} = 0 as in lrm
+  pos = jnp.broadcast_to(jnp.arange(1, length + 1), (batch, length))  # [B, L]
+  br = rglru.forward_branch
+  dense = lambda layer: {"kernel": layer.kernel[...], "bias": layer.bias[...]}  # noqa: E731
+  params = {
+    "linear_y": dense(rglru.in_y),
+    "linear_x": dense(rglru.in_x),
+    "linear_out": dense(rglru.out),
+    "conv_1d": {"w": br.conv[...], "b": br.conv_bias[...]},
+    "rg_lru": {
+      "a_param": -br.a_logit[...],  # recurrentgemma's a = exp(-softplus(a_param)) = sigmoid(-it)
+      "input_gate": {"w": br.gate_x[...], "b": br.gate_x_bias[...]},
+      "a_gate": {"w": br.gate_a[...], "b": br.gate_a_bias[...]},
+    },
+  }
+  x = jax.ShapeDtypeStruct((batch, length, rglru.dim), jnp.float32)
+  init = jax.eval_shape(block.init, jax.random.key(0), x, pos)["params"]  # shapes, no compute
+  want, got = jax.tree.map(jnp.shape, init), jax.tree.map(jnp.shape, params)
+  if want != got:
+    raise ValueError(f"recurrentgemma's RecurrentBlock has parameters {want}, copied {got}")
+  return block, {"params": params}, pos
+
+
+def recurrentgemma(rglru: nnx.Module, x, ct, mode: str, mem_cap: int) -> Entry:
+  """recurrentgemma's ``RecurrentBlock`` with the weights of the causal lrm ``rglru``."""
+  block, variables, pos = recurrentgemma_block(rglru, *x.shape[:2])
+  apply = lambda p, x: block.apply(p, x, pos, return_cache=False)[0]  # noqa: E731
+  ver = version("recurrentgemma")
+  name = "recurrentgemma RecurrentBlock"
+  return _jax_entry(name, "rglru", "jax", ver, apply, variables, x, ct, mode, mem_cap, causal=True)
 
 
 # ----------------------------------------------------------------------------- PyTorch

@@ -1,19 +1,22 @@
-"""lrm's local and BigBird attention side by side with implementations no one here wrote.
+"""lrm's local and BigBird attention and its RG-LRU (``rglru``) side by side with
+implementations no one here wrote.
 
   python benchmarks/peers.py --out=results/bench/peers_cpu.jsonl [--lengths=4096,16384] \
-      [--rounds=7] [--peers=dpa_local,lucidrains,flex,hf_bigbird]
+      [--rounds=7] [--peers=dpa_local,lucidrains,flex,hf_bigbird,recurrentgemma]
   python benchmarks/peers.py --out=results/bench/peers_cpu.jsonl --rebuild   # .md/.png again
 
 One process, one length at a time: every contestant is built from the same weights (an lrm
-mixer's QKV and output projections, copied), its output (and input gradient) is compared with
-lrm's (max abs error printed and recorded), then, after three warm-up rounds, the
-contestants are timed in alternating rounds (each round calls each once, with a short pause
-between calls so that one library's idle threads do not spin while the next runs), so load
-on the machine hits all alike. The
-load average is recorded before and after each length, and the matmul peak in the same run.
-Peers are optional (``pip install -e ".[peers]"``, never a test dependency): one that is not
-installed or cannot run is skipped with the reason. Writes JSON lines, ``<out>.md`` (times
-and each peer's ratio to lrm: > 1 means lrm is faster) and ``<out>.png``.
+mixer's, copied: QKV and output projections, or every weight of the RG-LRU block), its output
+(and input gradient) is compared with lrm's (max abs error printed and recorded), then, after
+three warm-up rounds, the contestants are timed in alternating rounds (each round calls each
+once, with a short pause between calls so that one library's idle threads do not spin while
+the next runs), so load on the machine hits all alike. The load average is recorded before
+and after each length, and the matmul peak in the same run.
+Peers are optional (``pip install -e ".[peers]"``; recurrentgemma as ``peer_impls.py`` says;
+never a test dependency): one that is not installed or cannot run is skipped with the reason.
+``rglru`` is built causal (recurrentgemma's block has no bidirectional form; ``lrm rglru`` runs
+only beside ``recurrentgemma``), the attention mixers bidirectional. Writes JSON lines,
+``<out>.md`` (times and each peer's ratio to lrm: > 1 means lrm is faster) and ``<out>.png``.
 Contestants and what each computes: ``benchmarks/peer_impls.py``.
 """
 
@@ -40,7 +43,7 @@ from lrm import mixers  # noqa: E402
 from lrm.mixers import presets  # noqa: E402
 from lrm.train.runtime import TUNED_MALLOC  # noqa: E402
 
-PEERS = ("dpa_local", "lucidrains", "flex", "hf_bigbird")
+PEERS = ("dpa_local", "lucidrains", "flex", "hf_bigbird", "recurrentgemma")
 _OUT = flags.DEFINE_string("out", "results/bench/peers_cpu.jsonl", "output JSONL")
 _LENGTHS = flags.DEFINE_list("lengths", "4096,16384", "sequence lengths")
 _PEERS = flags.DEFINE_list("peers", ",".join(PEERS), "peers to run")
@@ -67,6 +70,7 @@ def contestants(L: int, peers: list[str], mem_cap: int) -> tuple[list[P.Entry], 
     presets.spec(name, **reach) | {"rotary": False}, dim=D, causal=False, rngs=nnx.Rngs(0)
   )
   local, bird = build("local"), build("bigbird")
+  rglru = mixers.build(presets.spec("rglru", **reach), dim=D, causal=True, rngs=nnx.Rngs(0))
   rng = np.random.default_rng(0)
   x = rng.standard_normal((1, L, D), dtype=np.float32)
   ct = rng.standard_normal((1, L, D), dtype=np.float32)
@@ -79,12 +83,16 @@ def contestants(L: int, peers: list[str], mem_cap: int) -> tuple[list[P.Entry], 
     ("flex", lambda: P.flex(N, w, wl, x, ct, "fwd", mem_cap)),
     ("lrm bigbird", lambda: P.lrm_entry("lrm bigbird", bird, x, ct, "fwdbwd")),
     ("hf_bigbird", lambda: P.hf_bigbird(bird, wb, x, ct, "fwdbwd", mem_cap)),
+    ("lrm rglru", lambda: P.lrm_entry(f"lrm rglru {rglru.impl}", rglru, x, ct, "fwdbwd")),
+    ("recurrentgemma", lambda: P.recurrentgemma(rglru, x, ct, "fwdbwd", mem_cap)),
   ]
   entries, skipped = [], []
   for key, make in todo:
     if not key.startswith("lrm") and key not in peers:
       continue
     if key == "lrm local fwd" and "flex" not in peers:
+      continue
+    if key == "lrm rglru" and "recurrentgemma" not in peers:
       continue
     try:
       entries.append(make())
@@ -137,6 +145,7 @@ def measure_length(L: int, peers: list[str], mem_cap: int, peak: float) -> list[
     ref_key = f"{errs[key]['reference']}|{e.mode}"
     base.setdefault((e.group, e.mode), medians[ref_key])
     rec = dict(peer=e.name, group=e.group, framework=e.framework, version=e.version, mode=e.mode)
+    rec["causal"] = e.causal
     rec |= dict(length=L, status="ok", times_ms=times[key], median_ms=medians[key])
     rec |= dict(ratio_to_lrm=medians[key] / medians[ref_key], load_before=before, load_after=after)
     rec |= errs[key] | {"peak_gflops": peak}
@@ -192,6 +201,9 @@ def markdown(records: list[dict]) -> str:
     lines.append(
       f"| {group} | {mode} | {peer} ({ver}) | " + " | ".join(cells) + f" | {'; '.join(errs)} |"
     )
+  causal = sorted({r["group"] for r in ok if r.get("causal")})
+  if causal:
+    lines.append(f"\nCausal: {', '.join(causal)}; the other groups are bidirectional.")
   skipped = {(r["peer"], r["reason"]) for r in records if r.get("status") != "ok"}
   for peer, reason in sorted(skipped):
     lines.append(f"\nSkipped {peer}: {reason}")

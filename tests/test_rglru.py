@@ -5,10 +5,14 @@ through the trainer, and Google DeepMind's ``recurrentgemma`` layer with the sam
 
 from __future__ import annotations
 
+import importlib
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import REPO
 from flax import nnx
 from test_decode_mixers import decode_all
 from test_hybrids import recall_config
@@ -183,38 +187,21 @@ def test_griffin_trains_end_to_end(tmp_path, data_cache):
 
 
 def recurrentgemma_block(m: rglru.RGLRU, x: jax.Array):
-  """recurrentgemma's ``RecurrentBlock`` with ``m``'s weights: (outputs, last RG-LRU state)."""
-  rg = pytest.importorskip(
+  """recurrentgemma's ``RecurrentBlock`` with ``m``'s weights (the copy
+  ``benchmarks/peers.py`` times, ``peer_impls.recurrentgemma_block``, which checks that every
+  weight is copied): (outputs, last RG-LRU state)."""
+  pytest.importorskip(
     "recurrentgemma.jax",
-    reason="recurrentgemma is not installed (optional, see pyproject.toml's rglru_peer extra: "
-    'pip install -e ".[rglru_peer]", then pip install --no-deps recurrentgemma==1.0.1)',
+    reason="recurrentgemma is not installed (optional, see pyproject.toml's rglru-peer extra: "
+    'pip install -e ".[rglru-peer]", then pip install --no-deps recurrentgemma==1.0.1)',
   )
-  L = x.shape[1]
-  block = rg.modules.RecurrentBlock(
-    width=m.dim, num_heads=m.num_heads, lru_width=m.width, conv1d_temporal_width=m.conv_width
-  )
-  # segment_pos from 1: no document starts inside, so recurrentgemma's reset (which skips the
-  # sqrt(1 - a**2) factor at a document's first token) never fires; h_{-1} = 0 as here
-  pos = jnp.broadcast_to(jnp.arange(1, L + 1), x.shape[:2])
-  br = m.forward_branch
-
-  def dense(layer):
-    return {"kernel": layer.kernel[...], "bias": layer.bias[...]}
-
-  params = {
-    "linear_y": dense(m.in_y),
-    "linear_x": dense(m.in_x),
-    "linear_out": dense(m.out),
-    "conv_1d": {"w": br.conv[...], "b": br.conv_bias[...]},
-    "rg_lru": {
-      "a_param": -br.a_logit[...],  # recurrentgemma's a = exp(-softplus(a_param)) = sigmoid(-it)
-      "input_gate": {"w": br.gate_x[...], "b": br.gate_x_bias[...]},
-      "a_gate": {"w": br.gate_a[...], "b": br.gate_a_bias[...]},
-    },
-  }
-  shapes = jax.tree.map(jnp.shape, block.init(jax.random.key(0), x, pos)["params"])
-  assert shapes == jax.tree.map(jnp.shape, params)  # every weight is copied
-  y, cache = block.apply({"params": params}, x, pos)
+  sys.path.insert(0, str(REPO))  # ``benchmarks`` is not installed; its scripts do the same
+  try:
+    peer_impls = importlib.import_module("benchmarks.peer_impls")
+  finally:
+    sys.path.remove(str(REPO))
+  block, variables, pos = peer_impls.recurrentgemma_block(m, *x.shape[:2])
+  y, cache = block.apply(variables, x, pos)
   return y, cache.rg_lru_state
 
 
