@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import mixer_checks as checks
 import numpy as np
 import pytest
 from flax import nnx
@@ -19,7 +20,7 @@ from lrm.mixers import presets
 from lrm.train import loop
 
 D, B, M = 16, 2, 4
-TOL = dict(atol=1e-5, rtol=1e-5)
+TOL = checks.TOL
 
 pytestmark = pytest.mark.usefixtures("fast_compile")  # most XLA passes off: compiles faster
 
@@ -32,12 +33,7 @@ def build(causal: bool, impl: str = "auto", seed: int = 0, **opts) -> la.LinearA
 
 
 def inputs(length: int, seed: int = 0, batch: int = B) -> jax.Array:
-  return jax.random.normal(jax.random.key(seed), (batch, length, D))
-
-
-def lengths_mask(length: int) -> jax.Array:
-  """Row 0 is whole, row 1 is padded after ``length // 2 + 1`` tokens."""
-  return jnp.arange(length)[None, :] < jnp.array([[length], [length // 2 + 1]])
+  return checks.inputs(length, D, seed, batch)
 
 
 @pytest.mark.parametrize("m", [1, 3, 16])
@@ -57,24 +53,8 @@ def test_feature_map_gives_the_second_order_taylor_kernel(m):
 def test_chunked_equals_the_dense_oracle(causal, length):
   """Forward and gradients (parameters and input), padded and not, same weights; chunks of 8
   tokens, so 33 and 37 run over 5 chunks with a ragged tail."""
-  x, mask = inputs(length), lengths_mask(length)
-  g = jax.random.normal(jax.random.key(5), x.shape)
-
-  @nnx.jit
-  def run(m, x):  # (outputs, input gradient, parameter gradients) without and with padding
-    out = []
-    for k in (None, mask):
-      gm, gx = nnx.grad(lambda m, x, k=k: jnp.sum(m(x, k) * g), argnums=(0, 1))(m, x)
-      out.append((m(x, k), gx, jax.tree.leaves(nnx.state(gm, nnx.Param))))
-    return out
-
-  fast = run(build(causal, "chunked", chunk_size=8), x)
-  oracle = run(build(causal, "dense", chunk_size=8), x)
-  for (y1, gx1, gp1), (y2, gx2, gp2) in zip(fast, oracle, strict=True):
-    np.testing.assert_allclose(y1, y2, **TOL)
-    np.testing.assert_allclose(gx1, gx2, **TOL)
-    for a, b in zip(gp1, gp2, strict=True):
-      np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+  fast, oracle = build(causal, "chunked", chunk_size=8), build(causal, "dense", chunk_size=8)
+  checks.assert_kernels_agree(fast, oracle, inputs(length))
 
 
 def test_kernels_normalise_like_based():
@@ -101,17 +81,7 @@ def test_kernels_normalise_like_based():
 def test_causality_is_exact_for_every_pair(impl):
   """d out_i / d x_j is exactly 0 for every j > i and not 0 for j <= i (bidirectional: never
   0); chunks of 3 tokens, so pairs inside a chunk and across chunks are both covered."""
-  L = 10
-  x = inputs(L, batch=1)
-  for causal in (True, False):
-    m = build(causal, impl, chunk_size=3)
-    jac = jax.jacrev(lambda x, m=m: m(x)[0])(x)[:, :, 0]  # [L, D, L, D]
-    reach = np.asarray(jnp.abs(jac).max(axis=(1, 3)))  # [L, L]: output i, input j
-    future = np.triu(np.ones((L, L), bool), 1)
-    if causal:
-      assert np.all(reach[future] == 0.0) and np.all(reach[~future] > 0)
-    else:
-      assert np.all(reach > 0)
+  checks.assert_exact_causality(lambda causal: build(causal, impl, chunk_size=3), 10, D)
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -120,18 +90,7 @@ def test_padding_never_enters_either_direction(causal, impl):
   """A padded row gives the outputs of its real prefix alone, whatever the padding holds (the
   bidirectional sum covers every real token, no padded one); padded outputs and all gradients
   are finite, also for a row that is padding from its first token."""
-  m, L, n = build(causal, impl, chunk_size=4), 13, 7
-  x = inputs(L)
-  mask = jnp.broadcast_to(jnp.arange(L) < n, (B, L))
-  noisy = x.at[:, n:].set(1e3 * jax.random.normal(jax.random.key(3), (B, L - n, D)))
-  y = m(noisy, mask)
-  np.testing.assert_allclose(y[:, :n], m(x[:, :n]), **TOL)
-  assert bool(jnp.all(jnp.isfinite(y)))
-  left = jnp.broadcast_to(jnp.arange(L) >= 5, (B, L))  # padded first: no real key seen yet
-  for k in (mask, left):
-    assert bool(jnp.all(jnp.isfinite(m(noisy, k))))
-    grads = nnx.grad(lambda m, x, k=k: jnp.sum(m(x, k) ** 2), argnums=(0, 1))(m, noisy)
-    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+  checks.assert_padding_never_enters(build(causal, impl, chunk_size=4), 13, 7, D)
 
 
 def test_contract_field_impl_and_params():

@@ -10,6 +10,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import mixer_checks as checks
 import numpy as np
 import pytest
 from conftest import REPO
@@ -22,7 +23,7 @@ from lrm.mixers import presets, rglru
 from lrm.train import loop
 
 D, B = 16, 2
-TOL = dict(atol=1e-5, rtol=1e-5)
+TOL = checks.TOL
 
 pytestmark = pytest.mark.usefixtures("fast_compile")  # most XLA passes off: compiles faster
 
@@ -35,12 +36,7 @@ def build(causal: bool, impl: str = "auto", seed: int = 0, **opts) -> rglru.RGLR
 
 
 def inputs(length: int, seed: int = 0, batch: int = B) -> jax.Array:
-  return jax.random.normal(jax.random.key(seed), (batch, length, D))
-
-
-def lengths_mask(length: int) -> jax.Array:
-  """Row 0 is whole, row 1 is padded after ``length // 2 + 1`` tokens."""
-  return jnp.arange(length)[None, :] < jnp.array([[length], [length // 2 + 1]])
+  return checks.inputs(length, D, seed, batch)
 
 
 def test_kernels_agree_on_raw_recurrences():
@@ -58,40 +54,14 @@ def test_kernels_agree_on_raw_recurrences():
 @pytest.mark.parametrize("length", [1, 6, 33])
 def test_associative_scan_equals_the_sequential_oracle(causal, length):
   """Forward and gradients (parameters and input), padded and not, same weights."""
-  x, mask = inputs(length), lengths_mask(length)
-  g = jax.random.normal(jax.random.key(5), x.shape)
-
-  @nnx.jit
-  def run(m, x):  # (outputs, input gradient, parameter gradients) without and with padding
-    out = []
-    for k in (None, mask):
-      gm, gx = nnx.grad(lambda m, x, k=k: jnp.sum(m(x, k) * g), argnums=(0, 1))(m, x)
-      out.append((m(x, k), gx, jax.tree.leaves(nnx.state(gm, nnx.Param))))
-    return out
-
-  fast, oracle = run(build(causal, "associative"), x), run(build(causal, "scan"), x)
-  for (y1, gx1, gp1), (y2, gx2, gp2) in zip(fast, oracle, strict=True):
-    np.testing.assert_allclose(y1, y2, **TOL)
-    np.testing.assert_allclose(gx1, gx2, **TOL)
-    for a, b in zip(gp1, gp2, strict=True):
-      np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+  checks.assert_kernels_agree(build(causal, "associative"), build(causal, "scan"), inputs(length))
 
 
 @pytest.mark.parametrize("impl", ["scan", "associative"])
 def test_causality_is_exact_for_every_pair(impl):
   """d out_i / d x_j is exactly 0 for every j > i and not 0 for j <= i (bidirectional: never
   0)."""
-  L = 9
-  x = inputs(L, batch=1)
-  for causal in (True, False):
-    m = build(causal, impl)
-    jac = jax.jacrev(lambda x, m=m: m(x)[0])(x)[:, :, 0]  # [L, D, L, D]
-    reach = np.asarray(jnp.abs(jac).max(axis=(1, 3)))  # [L, L]: output i, input j
-    future = np.triu(np.ones((L, L), bool), 1)
-    if causal:
-      assert np.all(reach[future] == 0.0) and np.all(reach[~future] > 0)
-    else:
-      assert np.all(reach > 0)
+  checks.assert_exact_causality(lambda causal: build(causal, impl), 9, D)
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -99,15 +69,7 @@ def test_causality_is_exact_for_every_pair(impl):
 def test_padding_never_enters_either_state(causal, impl):
   """A padded row gives the outputs of its real prefix alone, whatever the padding holds (the
   reverse pass starts on the padding); its padded outputs and all gradients are finite."""
-  m, L, n = build(causal, impl), 12, 7
-  x = inputs(L)
-  mask = jnp.broadcast_to(jnp.arange(L) < n, (B, L))
-  noisy = x.at[:, n:].set(1e3 * jax.random.normal(jax.random.key(3), (B, L - n, D)))
-  y = m(noisy, mask)
-  np.testing.assert_allclose(y[:, :n], m(x[:, :n]), **TOL)
-  assert bool(jnp.all(jnp.isfinite(y)))
-  grads = nnx.grad(lambda m, x: jnp.sum(m(x, mask) ** 2), argnums=(0, 1))(m, noisy)
-  assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+  checks.assert_padding_never_enters(build(causal, impl), 12, 7, D)
 
 
 def test_initialisation_follows_the_paper():

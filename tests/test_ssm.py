@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import mixer_checks as checks
 import numpy as np
 import pytest
 from flax import nnx
@@ -18,7 +19,7 @@ from lrm.mixers import presets, ssm
 from lrm.train import loop
 
 D, B = 16, 2
-TOL = dict(atol=1e-5, rtol=1e-5)
+TOL = checks.TOL
 CHUNK = 8  # small chunks: the test lengths span one to five of them
 
 pytestmark = pytest.mark.usefixtures("fast_compile")  # most XLA passes off: compiles faster
@@ -32,12 +33,7 @@ def build(causal: bool, impl: str = "auto", seed: int = 0, **opts) -> ssm.SSM:
 
 
 def inputs(length: int, seed: int = 0, batch: int = B) -> jax.Array:
-  return jax.random.normal(jax.random.key(seed), (batch, length, D))
-
-
-def lengths_mask(length: int) -> jax.Array:
-  """Row 0 is whole, row 1 is padded after ``length // 2 + 1`` tokens."""
-  return jnp.arange(length)[None, :] < jnp.array([[length], [length // 2 + 1]])
+  return checks.inputs(length, D, seed, batch)
 
 
 def raw_inputs(length: int, decays: list[float], state: int = 3, head_dim: int = 2):
@@ -88,40 +84,14 @@ def test_segsum_is_the_sum_strictly_after_s_up_to_t():
 @pytest.mark.parametrize("length", [1, 6, 33, 37])  # 37: five chunks of 8, the last odd
 def test_chunked_kernel_equals_the_sequential_oracle(causal, length):
   """Forward and gradients (parameters and input), padded and not, same weights."""
-  x, mask = inputs(length), lengths_mask(length)
-  g = jax.random.normal(jax.random.key(5), x.shape)
-
-  @nnx.jit
-  def run(m, x):  # (outputs, input gradient, parameter gradients) without and with padding
-    out = []
-    for k in (None, mask):
-      gm, gx = nnx.grad(lambda m, x, k=k: jnp.sum(m(x, k) * g), argnums=(0, 1))(m, x)
-      out.append((m(x, k), gx, jax.tree.leaves(nnx.state(gm, nnx.Param))))
-    return out
-
-  fast, oracle = run(build(causal, "chunked"), x), run(build(causal, "scan"), x)
-  for (y1, gx1, gp1), (y2, gx2, gp2) in zip(fast, oracle, strict=True):
-    np.testing.assert_allclose(y1, y2, **TOL)
-    np.testing.assert_allclose(gx1, gx2, **TOL)
-    for a, b in zip(gp1, gp2, strict=True):
-      np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+  checks.assert_kernels_agree(build(causal, "chunked"), build(causal, "scan"), inputs(length))
 
 
 @pytest.mark.parametrize("impl", ["scan", "chunked"])
 def test_causality_is_exact_for_every_pair(impl):
   """d out_i / d x_j is exactly 0 for every j > i and not 0 for j <= i (bidirectional: never
   0); 11 tokens cross a chunk boundary."""
-  L = 11
-  x = inputs(L, batch=1)
-  for causal in (True, False):
-    m = build(causal, impl)
-    jac = jax.jacrev(lambda x, m=m: m(x)[0])(x)[:, :, 0]  # [L, D, L, D]
-    reach = np.asarray(jnp.abs(jac).max(axis=(1, 3)))  # [L, L]: output i, input j
-    future = np.triu(np.ones((L, L), bool), 1)
-    if causal:
-      assert np.all(reach[future] == 0.0) and np.all(reach[~future] > 0)
-    else:
-      assert np.all(reach > 0)
+  checks.assert_exact_causality(lambda causal: build(causal, impl), 11, D)
 
 
 @pytest.mark.parametrize("causal", [True, False])
