@@ -24,6 +24,7 @@ from __future__ import annotations
 import difflib
 import re
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import ml_collections
@@ -233,3 +234,25 @@ def load_with_overrides(spec: str, overrides: list[str]) -> ml_collections.Confi
   check_mixer_names(config, overrides, spec)
   lrm_config.write_run_options(config)
   return config
+
+
+def error(message: object, code: int = 2) -> int:
+  """Print ``message`` as one ``error:`` line on stderr; return ``code`` (a script's exit)."""
+  print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+  return code
+
+
+def parse_flags(
+  argv: list[str], usage: str, define: Callable[[flags.FlagValues], None]
+) -> tuple[flags.FlagValues, ml_collections.ConfigDict | None]:
+  """A script's flags (``define`` adds them to a fresh ``FlagValues``, so ``main`` can be
+  called repeatedly, e.g. by tests) and its config (None without ``--config``)."""
+  spec, overrides, rest = split_argv(argv)
+  fv = flags.FlagValues()
+  define(fv)
+  fv([argv[0] if argv else "lrm", *rest])
+  if spec is None:
+    if overrides:
+      raise ConfigError(f"{overrides[0]} given without --config=<file>  ({usage})")
+    return fv, None
+  return fv, load_with_overrides(spec, overrides)

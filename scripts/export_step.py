@@ -40,17 +40,7 @@ USAGE = (
 )
 
 
-def error(message: object, code: int = 2) -> int:
-  print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
-  return code
-
-
-def parse(argv: list[str]) -> tuple[flags.FlagValues, object | None]:
-  """Flags into a fresh ``FlagValues`` and the config (None without ``--config``)."""
-  from lrm import config_cli
-
-  spec, overrides, rest = config_cli.split_argv(argv)
-  fv = flags.FlagValues()
+def _define(fv: flags.FlagValues) -> None:
   flags.DEFINE_enum(
     "platform", None, ["tpu", "cuda", "rocm", "cpu"], "the platform to lower for", flag_values=fv
   )
@@ -62,12 +52,19 @@ def parse(argv: list[str]) -> tuple[flags.FlagValues, object | None]:
   )
   flags.DEFINE_bool("json", False, "print one JSON object instead of lines", flag_values=fv)
   flags.DEFINE_string("out", None, "also write the StableHLO module (text) here", flag_values=fv)
-  fv(["export_step.py", *rest])
-  if spec is None:
-    if overrides:
-      raise config_cli.ConfigError(f"{overrides[0]} given without --config=<file>  ({USAGE})")
-    return fv, None
-  return fv, config_cli.load_with_overrides(spec, overrides)
+
+
+def error(message: object, code: int = 2) -> int:
+  from lrm.config_cli import error as one_line
+
+  return one_line(message, code)
+
+
+def parse(argv: list[str]) -> tuple[flags.FlagValues, object | None]:
+  """Flags and the config (None without ``--config``), by ``lrm.config_cli.parse_flags``."""
+  from lrm import config_cli
+
+  return config_cli.parse_flags(argv, USAGE, _define)
 
 
 def main(argv: list[str] | None = None) -> int:

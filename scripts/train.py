@@ -57,18 +57,7 @@ USAGE = (
 )
 
 
-def error(message: str, code: int = 2) -> int:
-  print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
-  return code
-
-
-def parse(argv: list[str]) -> tuple[flags.FlagValues, object | None]:
-  """Flags into a fresh ``FlagValues`` (so ``main`` can be called repeatedly, e.g. by tests),
-  and the config (None without ``--config``), loaded by ``lrm.config_cli``."""
-  from lrm import config_cli
-
-  spec, overrides, rest = config_cli.split_argv(argv)
-  fv = flags.FlagValues()
+def _define(fv: flags.FlagValues) -> None:
   flags.DEFINE_string("workdir", None, "run directory (created; reused to resume)", flag_values=fv)
   flags.DEFINE_bool("restart", False, "delete the run in --workdir and start over", flag_values=fv)
   flags.DEFINE_bool("extend", False, "continue a run to a larger train.steps", flag_values=fv)
@@ -76,12 +65,19 @@ def parse(argv: list[str]) -> tuple[flags.FlagValues, object | None]:
   flags.DEFINE_bool("print_config", False, "print the resolved config and exit", flag_values=fv)
   flags.DEFINE_bool("dry_run", False, "print the layers and exit", flag_values=fv)
   flags.DEFINE_bool("verbose", False, "show library progress bars and logs", flag_values=fv)
-  fv(["train.py", *rest])
-  if spec is None:
-    if overrides:
-      raise config_cli.ConfigError(f"{overrides[0]} given without --config=<file>  ({USAGE})")
-    return fv, None
-  return fv, config_cli.load_with_overrides(spec, overrides)
+
+
+def error(message: object, code: int = 2) -> int:
+  from lrm.config_cli import error as one_line
+
+  return one_line(message, code)
+
+
+def parse(argv: list[str]) -> tuple[flags.FlagValues, object | None]:
+  """Flags and the config (None without ``--config``), by ``lrm.config_cli.parse_flags``."""
+  from lrm import config_cli
+
+  return config_cli.parse_flags(argv, USAGE, _define)
 
 
 def main(argv: list[str] | None = None) -> int:
