@@ -1,7 +1,8 @@
 """Checks every recurrent or linear-time mixer passes (``rglru``, ``ssm``, ``linear_attention``):
 its fast kernel against its oracle (forward and every gradient, padded and not), exact
-causality for every input/output pair, and padding that never enters a state. Each test file
-builds its own mixer and calls these; one place says what "agree" means."""
+causality for every input/output pair, padding that never enters a state, and decoding equal
+to the parallel forward. Each test file builds its own mixer and calls these; one place says
+what "agree" means."""
 
 from __future__ import annotations
 
@@ -77,3 +78,15 @@ def assert_padding_never_enters(m: nnx.Module, length: int, real: int, dim: int)
     assert bool(jnp.all(jnp.isfinite(m(noisy, k))))
     grads = nnx.grad(lambda m, x, k=k: jnp.sum(m(x, k) ** 2), argnums=(0, 1))(m, noisy)
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+
+
+def assert_decoding_equals_forward(m: nnx.Module, prompts: tuple[int, ...], dim: int) -> None:
+  """Prefill of each prompt length then cached steps, and steps from position 0, give the
+  parallel forward's outputs at every one of 19 positions (``max_len`` 24)."""
+  from test_decode_mixers import decode_all
+
+  x = np.random.default_rng(0).standard_normal((2, 19, dim), dtype=np.float32)
+  y, runs, steps = decode_all(m, x, max_len=24, prompts=prompts)
+  for p, got in zip(prompts, runs, strict=True):
+    np.testing.assert_allclose(got, y, **TOL, err_msg=f"prompt {p}")
+  np.testing.assert_allclose(steps, y, **TOL, err_msg="steps from 0")

@@ -11,7 +11,6 @@ import mixer_checks as checks
 import numpy as np
 import pytest
 from flax import nnx
-from test_decode_mixers import decode_all
 from test_hybrids import recall_config
 
 from lrm import mixers
@@ -118,12 +117,7 @@ def test_flops_follow_the_kernel():
 
 @pytest.mark.parametrize("impl", ["dense", "chunked"])
 def test_decoding_equals_the_parallel_forward_at_every_position(impl):
-  m, L = build(True, impl, chunk_size=4), 19
-  x = np.random.default_rng(0).standard_normal((B, L, D), dtype=np.float32)
-  y, runs, steps = decode_all(m, x, max_len=24, prompts=(7, 1, 12))
-  for P, got in zip((7, 1, 12), runs, strict=True):
-    np.testing.assert_allclose(got, y, **TOL, err_msg=f"prompt {P}")
-  np.testing.assert_allclose(steps, y, **TOL, err_msg="steps from 0")
+  checks.assert_decoding_equals_forward(build(True, impl, chunk_size=4), (7, 1, 12), D)
 
 
 def test_cache_is_the_state_whatever_max_len():

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from conftest import REPO
 from flax import nnx
-from test_decode_mixers import decode_all
 from test_hybrids import recall_config
 
 from lrm import mixers
@@ -101,12 +100,7 @@ def test_auto_runs_the_scan_on_cpu_and_the_associative_scan_elsewhere():
 
 @pytest.mark.parametrize("impl", ["scan", "associative"])
 def test_decoding_equals_the_parallel_forward_at_every_position(impl):
-  m, L = build(True, impl), 19
-  x = np.random.default_rng(0).standard_normal((B, L, D), dtype=np.float32)
-  y, runs, steps = decode_all(m, x, max_len=24, prompts=(7, 1, 2))  # prompts < and > K - 1
-  for P, got in zip((7, 1, 2), runs, strict=True):
-    np.testing.assert_allclose(got, y, **TOL, err_msg=f"prompt {P}")
-  np.testing.assert_allclose(steps, y, **TOL, err_msg="steps from 0")
+  checks.assert_decoding_equals_forward(build(True, impl), (7, 1, 2), D)  # prompts < and > K - 1
 
 
 def test_cache_is_the_conv_window_and_the_state_whatever_max_len():

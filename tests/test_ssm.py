@@ -11,7 +11,6 @@ import mixer_checks as checks
 import numpy as np
 import pytest
 from flax import nnx
-from test_decode_mixers import decode_all
 from test_hybrids import recall_config
 
 from lrm import mixers
@@ -164,12 +163,7 @@ def test_bfloat16_inputs_give_bfloat16_outputs_near_float32():
 
 @pytest.mark.parametrize("impl", ["scan", "chunked"])
 def test_decoding_equals_the_parallel_forward_at_every_position(impl):
-  m, L = build(True, impl), 19
-  x = np.random.default_rng(0).standard_normal((B, L, D), dtype=np.float32)
-  y, runs, steps = decode_all(m, x, max_len=24, prompts=(11, 1, 2))  # prompts < and > K - 1
-  for P, got in zip((11, 1, 2), runs, strict=True):
-    np.testing.assert_allclose(got, y, **TOL, err_msg=f"prompt {P}")
-  np.testing.assert_allclose(steps, y, **TOL, err_msg="steps from 0")
+  checks.assert_decoding_equals_forward(build(True, impl), (11, 1, 2), D)  # prompts < and > K - 1
 
 
 def test_cache_is_the_conv_window_and_the_state_whatever_max_len():
