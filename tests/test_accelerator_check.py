@@ -11,20 +11,26 @@ import pytest
 from conftest import REPO
 
 
-@pytest.mark.slow
-def test_accelerator_check_cpu_smoke(session_env, tmp_path):
-  env = {**session_env, "OUT": str(tmp_path / "bench"), "TMPDIR": str(tmp_path)}
-  env["PYTHON"] = sys.executable
+def run_check(env: dict, tmp_path, *, timeout: int, code: int) -> tuple:
+  """``accelerator_check.sh --cpu`` under ``env``: the process (exit ``code`` asserted) and
+  its JSON report."""
   p = subprocess.run(
     ["bash", str(REPO / "scripts" / "accelerator_check.sh"), "--cpu"],
     cwd=REPO,
     env=env,
     capture_output=True,
     text=True,
-    timeout=300,
+    timeout=timeout,
   )
-  assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
-  report = json.loads((tmp_path / "bench" / "accelerator_cpu_smoke.json").read_text())
+  assert p.returncode == code, p.stdout[-3000:] + p.stderr[-2000:]
+  return p, json.loads((tmp_path / "bench" / "accelerator_cpu_smoke.json").read_text())
+
+
+@pytest.mark.slow
+def test_accelerator_check_cpu_smoke(session_env, tmp_path):
+  env = {**session_env, "OUT": str(tmp_path / "bench"), "TMPDIR": str(tmp_path)}
+  env["PYTHON"] = sys.executable
+  p, report = run_check(env, tmp_path, timeout=300, code=0)
   assert report["backend"] == "cpu" and report["device_count"] >= 1
   assert set(report["stages"]) == {"devices", "tests", "bench", "train"}  # --cpu: no install
   assert report["budget_s"] == 600 and report["stages_s"] <= 600
@@ -72,16 +78,7 @@ def test_the_budget_cuts_a_stage_and_skips_the_rest(tmp_path):
   stub.chmod(0o755)
   env = {"PATH": "/usr/bin:/bin", "PYTHON": str(stub), "BUDGET": "35"}
   env |= {"OUT": str(tmp_path / "bench"), "TMPDIR": str(tmp_path)}
-  p = subprocess.run(
-    ["bash", str(REPO / "scripts" / "accelerator_check.sh"), "--cpu"],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=120,
-  )
-  assert p.returncode == 1, p.stdout[-3000:] + p.stderr[-2000:]
-  report = json.loads((tmp_path / "bench" / "accelerator_cpu_smoke.json").read_text())
+  p, report = run_check(env, tmp_path, timeout=120, code=1)
   st = report["stages"]
   assert st["devices"]["status"] == "ok" and st["tests"]["status"] == "timeout"
   assert st["tests"]["seconds"] <= 21
