@@ -140,13 +140,21 @@ def plot_points(data: Mapping[str, list[tuple]], task: str, rule: str, path: Pat
       f" chance {chance:.3g}", (chance, 0.02), xycoords=("data", "axes fraction"),
       fontsize=8, color="grey",
     )  # fmt: skip
+  guess = first.get("chance_context")  # recall: the uniform guess among the context's values
+  if guess is not None:
+    ax.axvline(guess, color="C3", ls=":", lw=1)
+    ax.annotate(
+      f" context guess {guess:.3g}", (guess, 0.08), xycoords=("data", "axes fraction"),
+      fontsize=8, color="C3",
+    )  # fmt: skip
   ax.set_yticks(range(len(order)), order)
   ax.invert_yaxis()  # best on top
   ax.set_xlabel(f"test {metric.replace('_', ' ')}" + (" (lower is better)" if lo_is_best else ""))
   ax.grid(alpha=0.3, axis="x")
   size = first.get("size")
+  width = "one width" if size is None else f"one width ({size})"  # None: the config's own
   ax.set_title(
-    f"{task}: one width ({size}), equal {rule.replace('_', ' ')}\n"
+    f"{task}: {width}, equal {rule.replace('_', ' ')}\n"
     "mean with 95% t-interval (o, bar) and each seed (x)",
     fontsize=10,
   )
