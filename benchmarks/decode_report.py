@@ -173,7 +173,11 @@ def plot(records: Sequence[dict], path: str) -> None:
     ax.set_xscale("log", base=2)
     ticks = sorted({r["context"] for r in ok})
     ax.set_xticks(ticks, [_ctx(c) for c in ticks])
-    ax.set_yscale("log")
+    ys = [r[field] for r in ok if r["batch"] == b and r.get(field)]
+    if ys and max(ys) / min(ys) > 10:  # log only where values span a decade or more
+      ax.set_yscale("log")
+    else:  # a narrow range on a log axis makes flat lines look like trends
+      ax.set_ylim(0, 1.1 * max(ys or [1.0]) / (MiB if field.startswith("cache") else 1.0))
     ax.set_title(title)
     ax.set_xlabel("context length (tokens in the cache)")
     ax.set_ylabel(ylabel)

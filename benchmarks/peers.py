@@ -222,6 +222,10 @@ def plot(records: list[dict], path: str) -> None:
 
   ok = [r for r in records if r.get("status") == "ok"]
   panels = list(dict.fromkeys((r["group"], r["mode"]) for r in ok))
+  compared = [p for p in panels if len({r["peer"] for r in ok if (r["group"], r["mode"]) == p}) > 1]
+  panels = (
+    compared or panels
+  )  # a group with lrm alone has nothing to compare: drawn only if all are
   fig, axes = plt.subplots(
     1, max(len(panels), 1), figsize=(5 * max(len(panels), 1), 4), squeeze=False
   )
