@@ -1,8 +1,12 @@
 """A study's figures, drawn with matplotlib from summary records (no JAX): the test metric
-against each cost with 95% interval bands and the chance line, and the effective kernels."""
+against each cost with 95% interval bands and the chance line, the effective kernels (one
+colour scale), the validation metric against training step (from each cell's
+metrics.jsonl) and a forest plot of paired differences."""
 
 from __future__ import annotations
 
+import json
+import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -164,36 +168,280 @@ def plot_points(data: Mapping[str, list[tuple]], task: str, rule: str, path: Pat
   return True
 
 
-def plot_kernels(
-  panels: Mapping[str, Mapping[str, Any]], path: Path, cols: int = 4, title: str = ""
-) -> bool:
-  """Heatmaps (sampled position x offset) of effective kernels, one panel per tested layer;
-  each is a cell.json ``kernels`` entry (``offsets``, ``positions``, ``kernels``,
-  ``variation``). False if there is nothing to draw."""
-  if not panels:
-    return False
+def kernel_figure(panels: Mapping[str, Mapping[str, Any]], cols: int = 4, title: str = "") -> Any:
+  """The heatmaps of ``plot_kernels`` on ONE colour scale (0 to the largest share over all
+  panels) with one colorbar: a faint panel is a spread-out kernel, not a rescaled one."""
   plt = _pyplot()
+  from matplotlib.colors import Normalize
+  from matplotlib.ticker import MaxNLocator
+
   n = len(panels)
   cols = min(cols, n)
   rows = (n + cols - 1) // cols
-  fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+  fig, axes = plt.subplots(
+    rows, cols, figsize=(4.0 * cols + 1.2, 3.3 * rows + 0.4), squeeze=False, layout="constrained"
+  )
   for ax in axes.flat[n:]:
     ax.axis("off")
+  vmax = max(float(np.nanmax(np.asarray(ek["kernels"], float))) for ek in panels.values())
+  norm = Normalize(vmin=0.0, vmax=vmax if np.isfinite(vmax) and vmax > 0 else 1.0)
+  im = None
   for ax, (name, ek) in zip(axes.flat, panels.items(), strict=False):
     offsets = ek["offsets"]
     im = ax.imshow(
-      np.asarray(ek["kernels"]),
+      np.asarray(ek["kernels"], float),
       aspect="auto",
       cmap="viridis",
+      norm=norm,
       extent=(offsets[0] - 0.5, offsets[-1] + 0.5, len(ek["positions"]), 0),
     )
     ax.set_title(f"{name}\nkernel variation {ek['variation']:.3f}", fontsize=9)
     ax.set_xlabel("offset o (input i + o), tokens")
     ax.set_ylabel("sampled output position")
-    fig.colorbar(im, ax=ax, fraction=0.046, label="share of |dy/dx|")
+    for axis in (ax.xaxis, ax.yaxis):  # offsets and positions are whole tokens
+      axis.set_major_locator(MaxNLocator(integer=True))
+  fig.colorbar(
+    im, ax=list(axes.flat), shrink=0.8, pad=0.01, label="share of |dy/dx| (one scale, all panels)"
+  )
   if title:
     fig.suptitle(title)
-  fig.tight_layout()
+  return fig
+
+
+def plot_kernels(
+  panels: Mapping[str, Mapping[str, Any]], path: Path, cols: int = 4, title: str = ""
+) -> bool:
+  """Heatmaps (sampled position x offset) of effective kernels, one panel per tested layer,
+  on one shared colour scale; each is a cell.json ``kernels`` entry (``offsets``,
+  ``positions``, ``kernels``, ``variation``). False if there is nothing to draw."""
+  if not panels:
+    return False
+  return _save(kernel_figure(panels, cols, title), path)
+
+
+def _save(fig: Any, path: Path) -> bool:
   fig.savefig(path, dpi=100)
-  plt.close(fig)
+  _pyplot().close(fig)
   return True
+
+
+Curve = tuple[np.ndarray, np.ndarray]  # (steps, values) of one seed
+
+
+def validation_series(path: Path, metric: str) -> Curve:
+  """(steps, values) of ``metric`` in a metrics.jsonl's validation records, by step (the last
+  record of a step wins); lines that are not records, and non-finite values, are skipped."""
+  by_step: dict[int, float] = {}
+  for line in path.read_text(errors="replace").splitlines():
+    try:
+      rec = json.loads(line)
+      step, split, value = int(rec["step"]), rec.get("split"), rec.get(metric)
+    except (ValueError, TypeError, KeyError, AttributeError):
+      continue
+    if split == "validation" and isinstance(value, int | float) and math.isfinite(value):
+      by_step[step] = float(value)
+  steps = sorted(by_step)
+  return np.array(steps, float), np.array([by_step[s] for s in steps], float)
+
+
+def learning_curves(
+  rows: Sequence[Mapping[str, Any]], out: Path, task: str, metric: str | None = None
+) -> dict[tuple, dict[str, list[Curve]]]:
+  """``{(rule, size): {arm name: [one Curve per seed]}}`` of the task's in-study cells, read
+  from ``<out>/<workdir>/metrics.jsonl`` (``metric``: default each cell's own); cells without
+  the file or without validation records of the metric are left out. Panels by width."""
+  by: dict[tuple, dict[str, list[Curve]]] = defaultdict(lambda: defaultdict(list))
+  cells = [r for r in rows if r["task"] == task and r.get("in_study", True)]
+
+  def order(r: Mapping[str, Any]) -> tuple:
+    return str(r["rule"]), r.get("size_width") or 0, str(r.get("size")), r["seed"]
+
+  for r in sorted(cells, key=order):
+    path = Path(out) / r["workdir"] / "metrics.jsonl"
+    if not path.is_file():
+      continue
+    steps, values = validation_series(path, metric or r["metric"])
+    if len(steps):
+      by[(r["rule"], r.get("size"))][r["name"]].append((steps, values))
+  return {key: dict(sorted(arms.items())) for key, arms in by.items()}
+
+
+def seed_mean(seeds: Sequence[Curve]) -> Curve:
+  """The mean over seeds at the steps every seed logged."""
+  common = set(seeds[0][0].tolist()).intersection(*(s.tolist() for s, _ in seeds[1:]))
+  steps = np.array(sorted(common), float)
+  vals = [dict(zip(s.tolist(), v.tolist(), strict=True)) for s, v in seeds]
+  return steps, np.array([np.mean([d[x] for d in vals]) for x in steps.tolist()], float)
+
+
+def y_limits(
+  values: Sequence[float], levels: Mapping[str, float | None], margin: float = 0.05
+) -> tuple[tuple[float, float], dict[str, float]]:
+  """(y-limits showing every value, the reference levels near enough to draw): a level is
+  drawn only within the values' range widened by its span on each side (as in plot_points:
+  a chance line of 8 bits per byte would flatten every difference); ``margin`` of the span
+  is added on each side."""
+  v = np.asarray(values, float)
+  v = v[np.isfinite(v)]
+  lo, hi = float(v.min()), float(v.max())
+  span = (hi - lo) or (0.1 * abs(hi) or 1.0)
+  kept = {
+    k: float(c)
+    for k, c in levels.items()
+    if c is not None and math.isfinite(c) and lo - span <= c <= hi + span
+  }
+  lo, hi = min([lo, *kept.values()]), max([hi, *kept.values()])
+  pad = margin * ((hi - lo) or span)
+  return (lo - pad, hi + pad), kept
+
+
+LEVEL_STYLE = {"chance": dict(color="grey", ls="--"), "context guess": dict(color="black", ls=":")}
+
+
+def learning_curve_figure(
+  data: Mapping[tuple, Mapping[str, Sequence[Curve]]],
+  task: str,
+  metric: str,
+  levels: Mapping[str, float | None],
+) -> Any:
+  """One panel per (rule, size) of ``learning_curves``: each seed thin, the mean thick, one
+  colour per arm, the reference ``levels`` that fall near the values (``y_limits``)."""
+  plt = _pyplot()
+  from matplotlib.lines import Line2D
+
+  names = sorted({n for arms in data.values() for n in arms})
+  cmap = plt.cm.tab10 if len(names) <= 10 else plt.cm.tab20
+  colour = {n: cmap(i % cmap.N) for i, n in enumerate(names)}
+  cols = min(3, len(data))
+  nrows = (len(data) + cols - 1) // cols
+  fig, axes = plt.subplots(
+    nrows, cols, figsize=(max(5.2 * cols + 2.6, 9.0), 3.9 * nrows + 0.6), squeeze=False,
+    layout="constrained",
+  )  # fmt: skip
+  for ax in axes.flat[len(data) :]:
+    ax.axis("off")
+  handles: dict[str, Any] = {}
+  several_rules = len({rule for rule, _ in data}) > 1
+  label = f"validation {metric.replace('_', ' ')}"
+  for ax, ((rule, size), arms) in zip(axes.flat, data.items(), strict=False):
+    values: list[float] = []
+    for name, seeds in arms.items():
+      few = max(len(s) for s, _ in seeds) <= 12  # a handful of evaluations: mark each
+      for steps, vals in seeds:
+        ax.plot(steps, vals, color=colour[name], lw=0.8, alpha=0.5, marker="." if few else None)
+        values.extend(vals.tolist())
+      steps, mean = seed_mean(seeds)
+      if len(steps):
+        (line,) = ax.plot(steps, mean, color=colour[name], lw=2.4, marker="o" if few else None)
+        handles.setdefault(name, line)
+    (lo, hi), kept = y_limits(values, levels)
+    for what, y in kept.items():
+      style = LEVEL_STYLE.get(what, dict(color="grey", ls="-."))
+      ax.axhline(y, lw=1, **style)
+      handles.setdefault(what, Line2D([], [], lw=1, **style))
+      ax.annotate(
+        f" {what} {y:.3g}", (0.0, y), xycoords=("axes fraction", "data"), fontsize=8,
+        color=style["color"], va="bottom",
+      )  # fmt: skip
+    ax.set_ylim(lo, hi)
+    where = [f"size {size}"] if size is not None else []
+    where += [f"equal {rule.replace('_', ' ')}"] if several_rules else []
+    if where:
+      ax.set_title(", ".join(where), fontsize=10)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(label + (" (lower is better)" if lower_is_better(metric) else ""))
+    ax.grid(alpha=0.3)
+  handles["each seed (thin)"] = Line2D([], [], color="grey", lw=0.8, alpha=0.6)
+  handles["mean over seeds (thick),\nat the steps all seeds logged"] = Line2D(
+    [], [], color="grey", lw=2.4
+  )
+  fig.legend(handles.values(), handles.keys(), loc="outside right center", fontsize=8)
+  once = all(len(s) == 1 for arms in data.values() for seeds in arms.values() for s, _ in seeds)
+  fig.suptitle(
+    f"{task}: {label} during training" + ("\n(one evaluation per run: no curve)" if once else "")
+  )
+  return fig
+
+
+def plot_learning_curves(
+  rows: Sequence[Mapping[str, Any]], out: Path, task: str, path: Path, metric: str | None = None
+) -> bool:
+  """The validation metric (default: the task's main metric) against training step for every
+  in-study arm of ``task``, from each cell's metrics.jsonl: each seed thin, the mean thick,
+  chance and the context guess where they fall near the curves. False if nothing to draw."""
+  data = learning_curves(rows, out, task, metric)
+  if not data:
+    return False
+  first = next(r for r in rows if r["task"] == task and r.get("in_study", True))
+  main = first["metric"]
+  levels = {"chance": first.get("chance"), "context guess": first.get("chance_context")}
+  if metric not in (None, main):  # the levels are the main metric's
+    levels = {}
+  return _save(learning_curve_figure(data, task, metric or main, levels), path)
+
+
+def forest_figure(
+  rows: Sequence[Mapping[str, Any]],
+  delta: float | None = None,
+  title: str = "",
+  metric: str | None = None,
+) -> Any:
+  """``plot_forest``'s figure: one row per comparison, top to bottom in the given order."""
+  plt = _pyplot()
+  from matplotlib.lines import Line2D
+  from matplotlib.patches import Patch
+
+  n = len(rows)
+  fig, ax = plt.subplots(figsize=(9, 0.5 * n + 2.0), layout="constrained")
+  handles: dict[str, Any] = {}
+  if delta:
+    ax.axvspan(-delta, delta, color="C2", alpha=0.15, lw=0, label="equivalence margin")
+    handles[f"equivalence margin ±{delta:.3g}"] = Patch(color="C2", alpha=0.15)
+  ax.axvline(0.0, color="black", lw=1)
+  for y, r in enumerate(rows):
+    mean, lo, hi = (float(r[k]) if r.get(k) is not None else math.nan for k in ("mean", "lo", "hi"))
+    diffs = [float(d) for d in r.get("diffs") or []]
+    if diffs:
+      ax.plot(diffs, [y + 0.2] * len(diffs), ".", color="grey", ms=6, alpha=0.8)
+      handles["each seed's difference"] = Line2D([], [], ls="", marker=".", color="grey", ms=6)
+    if not math.isfinite(mean):
+      ax.annotate("pending", (0.5, y), xycoords=("axes fraction", "data"), ha="center",
+                  va="center", color="grey", fontsize=9)  # fmt: skip
+      continue
+    err = [[mean - lo], [hi - mean]] if math.isfinite(lo) and math.isfinite(hi) else None
+    ax.errorbar(mean, y, xerr=err, fmt="o", color="C0", capsize=4, lw=1.6)
+    handles["mean, simultaneous interval"] = Line2D([], [], marker="o", color="C0", lw=1.6)
+  ax.set_yticks(range(n), [str(r["name"]) for r in rows])
+  ax.set_ylim(n - 0.5, -0.5)  # first comparison on top
+  if any(r.get("verdict") for r in rows):
+    right = ax.secondary_yaxis("right")
+    right.set_yticks(range(n), [str(r.get("verdict") or "") for r in rows], fontsize=8)
+    right.tick_params(length=0)
+  xlabel = "difference a - b"
+  if metric:
+    better = "negative" if lower_is_better(metric) else "positive"
+    xlabel += f" of test {metric.replace('_', ' ')} ({better}: a is better)"
+  ax.set_xlabel(xlabel)
+  ax.grid(alpha=0.3, axis="x")
+  if handles:
+    fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=3,
+               fontsize=8, frameon=False)  # fmt: skip
+  if title:
+    ax.set_title(title, fontsize=10)
+  return fig
+
+
+def plot_forest(
+  rows: Sequence[Mapping[str, Any]],
+  path: Path,
+  delta: float | None = None,
+  title: str = "",
+  metric: str | None = None,
+) -> bool:
+  """Paired differences a - b, one row per comparison (``name``, ``mean``, ``lo``, ``hi`` of a
+  simultaneous interval; optional ``diffs``, each seed's difference, and ``verdict``, written
+  at the right): a line at 0 and, given ``delta``, the equivalence band [-delta, +delta].
+  A row without a mean is drawn as pending. False if there are no rows."""
+  if not rows:
+    return False
+  return _save(forest_figure(rows, delta, title, metric), path)
