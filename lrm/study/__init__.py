@@ -10,7 +10,8 @@ A study file (``experiments/studies/<name>.py``) defines ``get_study(scale) -> d
     rule_sizes={"flops": ["m"]},         # optional: a rule at some sizes only
     sizes={"s": 32, "m": 48, "l": 64},   # optional: the reference model's width per size
     lrs=[1e-3, 3e-3, 1e-2],              # optional: swept at the middle size, chosen on validation
-    lr_extend=dict(factor=2.0, rounds=2),  # optional: a higher rate while the top one wins (extend)
+    sweep_seeds=[0, 1],                  # optional: sweep at these seeds, choose on their mean
+    lr_extend=dict(factor=2.0, rounds=2, down=True),  # optional: a rate beyond an edge winner
     comparisons=[dict(question="Q1", task="recall", a="local", b="conv",
                       rule="params_non_embedding", size="l")],   # pre-registered, paired by seed
     heads=4,                             # attention heads / dynamic-conv heads
@@ -36,8 +37,9 @@ Modules, each with one job:
 - ``run``: trains every unfinished cell with the ordinary trainer (the learning-rate sweep
   first), then measures the trained model (costs, receptive field, effective kernels of the
   tested layers, XLA's FLOP count) into its cell.json.
-- ``sweep``: reads the sweep's cells and chooses each arm's rate on validation; ``extend``
-  adds a higher rate to an arm whose best is its highest (``lr_extend``).
+- ``sweep``: reads the sweep's cells and chooses each arm's rate on the mean validation over
+  its sweep seeds; ``extend`` adds a higher rate to an arm whose best is its highest (and,
+  with ``down``, a lower one to an arm whose best is its lowest: ``lr_extend``).
 - ``mad_score``: MAD's score (best run per setting, mean over settings, then tasks), the
   ``sections`` of ``experiments/studies/mad.py``.
 - ``report`` (with ``tables``, ``plots``, ``verdicts``, ``stats``): REPORT.md, summary.json

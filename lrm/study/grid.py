@@ -10,9 +10,12 @@ every mixer is sized to the reference's cost at that width under each rule (``ru
 may restrict a rule to some sizes). Learning rates: ``lrs=[...]`` are swept at the middle
 size, the first rule and the first seed (``sweep_cells``); the rate with the best
 *validation* metric (``lrm.study.sweep``) is then used for every size and seed (``expand``).
-With ``sweep_every_size=True`` the sweep runs at every size and each size uses its own rate
-(wider models often need smaller rates); ``lrm.study.sweep.rate_key`` names what one
-choice applies to.
+With ``sweep_seeds=[0, 1]`` every rate runs at each of those seeds (a subset of ``seeds``) and
+the rate is chosen on their mean validation metric; the chosen rate's cells at those seeds are
+the final cells of those seeds. With ``sweep_every_size=True`` the sweep runs at every size and
+each size uses its own rate (wider models often need smaller rates);
+``lrm.study.sweep.rate_key`` names what one choice applies to. ``lr_extend`` adds rates beyond
+an edge winner (``lrm.study.extend``).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from lrm.analysis import budget
 from lrm.config_cli import file_error
 from lrm.mixers import presets
 from lrm.run import build_task
-from lrm.study import sweep
+from lrm.study import extend, sweep
 from lrm.tasks import Task
 
 REQUIRED = ("name", "seeds", "rules", "tasks")
@@ -126,7 +129,61 @@ def load_study(path: str | Path, scale: str) -> dict[str, Any]:
         presets.parts(mixer)
       except ValueError as e:
         raise ValueError(f"study task '{name}': {e}") from None
+  try:
+    check_sweep(study)
+  except ValueError as e:
+    raise ValueError(f"study {path}: {e}") from None
   return study
+
+
+def _rates_ok(lrs: Any) -> bool:
+  return isinstance(lrs, list | tuple) and all(
+    isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in lrs
+  )
+
+
+def check_sweep(study: Mapping[str, Any]) -> None:
+  """The learning-rate keys (``lrs``, ``sweep_seeds``, ``lr_extend``): a bad one is a
+  one-line ``ValueError`` naming the key and the fix."""
+  lrs = study.get("lrs")
+  if lrs is not None and not _rates_ok(lrs):
+    raise ValueError(
+      f"lrs must be a list of positive learning rates, e.g. [1e-3, 3e-3]; got {lrs!r}"
+    )
+  for name, t in study["tasks"].items():
+    if t.get("lrs") is not None and not _rates_ok(t["lrs"]):
+      raise ValueError(
+        f"task '{name}': lrs must be a list of positive learning rates, got {t['lrs']!r}"
+      )
+  seeds, chosen = list(study["seeds"]), study.get("sweep_seeds")
+  if chosen is not None:
+    if not lrs:
+      raise ValueError("sweep_seeds needs lrs (the rates to sweep); add lrs=[...] or remove it")
+    if not (
+      isinstance(chosen, list | tuple)
+      and chosen
+      and all(isinstance(s, int) and not isinstance(s, bool) for s in chosen)
+    ):
+      raise ValueError(
+        f"sweep_seeds must be a non-empty list of seeds, e.g. [0, 1]; got {chosen!r}"
+      )
+    if len(set(chosen)) < len(chosen):
+      raise ValueError(f"sweep_seeds={list(chosen)} repeats a seed; list each seed once")
+    extra = [s for s in chosen if s not in seeds]
+    if extra:
+      raise ValueError(
+        f"sweep_seeds={list(chosen)} must be among seeds={seeds}; remove {extra} from "
+        f"sweep_seeds or add them to seeds"
+      )
+  if study.get("lr_extend"):
+    if not lrs:
+      raise ValueError("lr_extend needs lrs (the rates it extends); add lrs=[...] or remove it")
+    extend.settings(study["lr_extend"])
+
+
+def sweep_seeds(study: Mapping[str, Any]) -> list[int]:
+  """The seeds every swept rate runs at: ``sweep_seeds``, else the first seed."""
+  return list(study.get("sweep_seeds") or study["seeds"][:1])
 
 
 def sizes(study: Mapping[str, Any], task: str) -> dict[str, int]:
@@ -162,11 +219,12 @@ def sweep_cells(
   study: Mapping[str, Any], extra: Mapping[tuple, list[float]] | None = None
 ) -> list[Cell]:
   """The learning-rate sweep: every rate of ``lrs`` per arm, at the middle size (or every
-  size: ``sweep_sizes``), the first rule and the first seed ([] for a study without ``lrs``);
-  ``extra`` (``{rate_key: rates}``, ``lrm.study.extend``) adds rates to some arms."""
+  size: ``sweep_sizes``), the first rule and each sweep seed (``sweep_seeds``; [] for a study
+  without ``lrs``); ``extra`` (``{rate_key: rates}``, ``lrm.study.extend``) adds rates to some
+  arms, at every sweep seed too."""
   if not study.get("lrs"):
     return []
-  seed, rule = study["seeds"][0], study["rules"][0]
+  seeds, rule = sweep_seeds(study), study["rules"][0]
   extra = extra or {}
   return [
     Cell(task, mixer, w, rule, seed, size, float(lr))
@@ -176,6 +234,7 @@ def sweep_cells(
       *study["tasks"][task].get("lrs", study["lrs"]),
       *extra.get(sweep.rate_key(study, task, mixer, w, size), []),
     ]
+    for seed in seeds
   ]
 
 
@@ -187,7 +246,8 @@ def expand(
   """The sweep's cells (with the ``extra`` rates of ``sweep_cells``), then every other cell,
   seed-major (a study stopped early has whole seeds done, not whole mixers). With ``lrs``, a
   cell appears once ``chosen`` (``{rate_key: rate}``, from ``lrm.study.sweep.chosen``) holds
-  its rate; a cell that is also a sweep cell is listed once."""
+  its rate; a cell that is also a sweep cell is listed once (so the chosen rate's sweep cells
+  are the final cells of the sweep seeds)."""
   cells, seen = [], set()
   for c in sweep_cells(study, extra):
     cells.append(c)

@@ -17,8 +17,9 @@ Each cell's ``cell.json`` holds everything the report needs besides results.json
   diverged          instead of the measurements: the trainer's message, for a run whose
                     loss became NaN (a learning rate too high; the sweep counts it worst)
 
-A study with ``lrs`` runs in two phases: the sweep cells, then (each arm's rate chosen on
-validation by ``lrm.study.sweep`` and written to ``lr_sweep.json``) every other cell.
+A study with ``lrs`` runs in two phases: the sweep cells (every rate at each sweep seed),
+then (each arm's rate chosen on the mean validation by ``lrm.study.sweep`` and written to
+``lr_sweep.json``) every other cell.
 
 A cell whose results.json exists is not trained again; one whose cell.json lacks any of these
 (written by an older lrm) is measured again, which takes seconds.
@@ -199,16 +200,23 @@ def choose_rates(
   plan: grid.Planner, out: Path, extra: dict[tuple, list[float]] | None = None
 ) -> dict[tuple, float]:
   """Read the sweep cells (with the ``extra`` rates of ``lrm.study.extend``), write
-  lr_sweep.json, and return ``{arm: chosen rate}`` for the arms whose sweep has finished."""
-  by_arm: dict[tuple, dict[float, Path]] = {}
+  lr_sweep.json (each arm's rate chosen on the mean validation over the sweep seeds, and where
+  it lies: ``extend.position``), and return ``{arm: chosen rate}`` for the arms whose sweep has
+  finished."""
+  by_arm: dict[tuple, dict[float, dict[int, Path]]] = {}
   for c in grid.sweep_cells(plan.study, extra):
     key = sweep.rate_key(plan.study, c.task, c.mixer, c.window, c.size)
-    by_arm.setdefault(key, {})[c.lr] = c.workdir(out)
+    by_arm.setdefault(key, {}).setdefault(c.lr, {})[c.seed] = c.workdir(out)
   arms = []
-  for (task, mixer, window, size), wds in by_arm.items():
+  for key, wds in by_arm.items():
+    task, mixer, window, size = key
     cfg = grid.base_config(plan.study, task, window)
     mode = plan.task(task, cfg).main_mode
-    arms.append(sweep.read_arm(wds, task, mixer, window, mode, size))
+    arm = sweep.read_arm(wds, task, mixer, window, mode, size)
+    record = arm.to_dict()
+    arm.edge = extend.edge(record)
+    arm.position = extend.position(plan.study, record, (extra or {}).get(key, []))
+    arms.append(arm)
   if arms:
     sweep.write(arms, out)
   return sweep.chosen([a.to_dict() for a in arms])
@@ -234,10 +242,10 @@ def run_study(
   shard: tuple[int, int] = (0, 1),
 ) -> list[grid.Cell]:
   """Run every unfinished cell of the study (those whose key contains ``only``), then write
-  the report (dollars at ``price``, default the study's): the learning-rate sweep first
-  (extended upward while an arm's best rate is its highest, with ``lr_extend``), then every
-  cell at its arm's chosen rate. A SIGTERM stops the study (``rundir.Interrupted``); the
-  same command resumes it.
+  the report (dollars at ``price``, default the study's): the learning-rate sweep first (at
+  each of ``sweep_seeds``; extended while an arm's best rate is its highest, or its lowest
+  with ``down``, with ``lr_extend``), then every other cell at its arm's chosen rate. A
+  SIGTERM stops the study (``rundir.Interrupted``); the same command resumes it.
 
   ``shard=(i, n)`` runs every n-th cell from the i-th, so n processes (each with its own
   ``shard``, same ``out``) share the grid; each waits for the whole sweep before the rest.
@@ -251,7 +259,7 @@ def run_study(
   t0 = time.perf_counter()
   tag = f" shard {i}/{n}" if n > 1 else ""
   extra, ran = extend.load(out), set()
-  while True:  # the sweep, then its upward extensions (lrm.study.extend), if any
+  while True:  # the sweep, then its extensions (lrm.study.extend), if any
     all_sweep = [c for c in grid.sweep_cells(study, extra) if only in c.key]
     sweep_cells = [c for c in all_sweep if c.key not in ran][i::n]
     ran |= {c.key for c in all_sweep}
