@@ -72,12 +72,15 @@ def sweep_section(arms: Sequence[Mapping[str, Any]], diverged: Sequence[Mapping]
     return []
   per_size = any(a.get("size") is not None for a in arms)
   where = "Every size (a rate per size)" if per_size else "Middle size (one rate for all sizes)"
+  seeds = sorted({int(s) for a in arms for s in a.get("seeds") or [0]})
+  over = f"seed {seeds[0]}" if len(seeds) == 1 else "mean of seeds " + ", ".join(map(str, seeds))
   lines = [
     "## Learning-rate sweep",
     "",
-    f"{where}, first rule, seed 0. The rate is chosen on the VALIDATION metric; the test",
+    f"{where}, first rule, {over}. The rate is chosen on the VALIDATION metric; the test",
     "value is shown for transparency only. NaN = diverged. A chosen rate at either end of",
-    "the swept range is marked (edge): the best rate may lie outside it.",
+    "the rates tried is marked (edge): the best rate may lie outside them; (edge, rounds",
+    "exhausted): the study's extensions ran out before the chosen rate became interior.",
     "",
     "| task | mixer | size | metric | validation per lr | test per lr | chosen |",
     "|---|---|---|---|---|---|---|",
@@ -86,15 +89,25 @@ def sweep_section(arms: Sequence[Mapping[str, Any]], diverged: Sequence[Mapping]
     name = a["mixer"] + ("" if a["window"] is None else f"-w{a['window']}")
     val = ", ".join(f"{lr}: {fmt(v)}" for lr, v in a["validation"].items())
     test = ", ".join(f"{lr}: {fmt(v)}" for lr, v in a["test"].items())
-    rates = [float(lr) for lr in a["validation"]]
     chosen = "pending" if a.get("chosen") is None else f"{a['chosen']:g}"
-    if a.get("chosen") is not None and len(rates) > 2 and a["chosen"] in (min(rates), max(rates)):
-      chosen += " (edge)"
+    if a.get("chosen") is not None:
+      chosen += _position(a)
     size = a.get("size") or "-"
     lines.append(f"| {a['task']} | {name} | {size} | {a['metric']} | {val} | {test} | {chosen} |")
   if diverged:
     lines += ["", "Diverged: " + ", ".join(f"`{d['key']}`" for d in diverged)]
   return [*lines, ""]
+
+
+def _position(arm: Mapping[str, Any]) -> str:
+  """Where an arm's chosen rate lies among the rates it tried: '' (interior) or a mark."""
+  rates = [float(lr) for lr in arm["validation"]]
+  if len(rates) < 2:
+    return " (single rate)"
+  position = arm.get("position")  # written by the sweep since sweep_seeds/lr_extend
+  if position is not None:
+    return "" if position == "interior" else f" ({position})"
+  return " (edge)" if float(arm["chosen"]) in (min(rates), max(rates)) else ""
 
 
 def content_section(study: Mapping[str, Any], rows: Sequence[Record], out: Path) -> list[str]:
@@ -184,12 +197,20 @@ def limits(study: Mapping[str, Any], rows: Sequence[Record]) -> list[str]:
     "  kernels and on the machine's load.",
     "- One window per task; the learning rate is tuned at "
     + ("each size" if study.get("sweep_every_size") else "one size")
-    + " with one seed (seed 0's cells double as sweep cells).",
+    + _sweep_seeds(study),
     *(f"- {line}" for line in study.get("limits", [])),  # the study's own
   ]
   if thin:
     lines.append(f"- Fewer than {expected} seeds in some cells of: {', '.join(thin)}.")
   return [*lines, ""]
+
+
+def _sweep_seeds(study: Mapping[str, Any]) -> str:
+  seeds = list(study.get("sweep_seeds") or study.get("seeds", [0])[:1])
+  if len(seeds) == 1:
+    return f" with one seed (seed {seeds[0]}'s cells double as sweep cells)."
+  listed = ", ".join(map(str, seeds))
+  return f" on the mean of seeds {listed} (their cells double as those seeds' final cells)."
 
 
 def _complete(rows: Sequence[Record], expected: int) -> set[str]:
