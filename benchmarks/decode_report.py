@@ -159,9 +159,9 @@ def plot(records: Sequence[dict], path: str) -> None:
   panels = [(f"time per decode step, batch {b}", "ms per step", "ms_per_step", b) for b in batches]
   panels.append(("cache per sequence", "MiB", "cache_bytes_per_sequence", batches[0]))
   for ax, (title, ylabel, field, b) in zip(axes, panels, strict=True):
+    scale = MiB if field.startswith("cache") else 1.0
     for i, m in enumerate(mixers):
       rs = sorted((r for r in ok if (r["mixer"], r["batch"]) == (m, b)), key=lambda r: r["context"])
-      scale = MiB if field.startswith("cache") else 1.0
       ax.plot(
         [r["context"] for r in rs],
         [r[field] / scale for r in rs],
@@ -177,7 +177,7 @@ def plot(records: Sequence[dict], path: str) -> None:
     if ys and max(ys) / min(ys) > 10:  # log only where values span a decade or more
       ax.set_yscale("log")
     else:  # a narrow range on a log axis makes flat lines look like trends
-      ax.set_ylim(0, 1.1 * max(ys or [1.0]) / (MiB if field.startswith("cache") else 1.0))
+      ax.set_ylim(0, 1.1 * max(ys or [1.0]) / scale)
     ax.set_title(title)
     ax.set_xlabel("context length (tokens in the cache)")
     ax.set_ylabel(ylabel)

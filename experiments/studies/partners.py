@@ -78,7 +78,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lrm.study import stats, sweep, tables
+from lrm.study import extend, stats, sweep, tables
 from lrm.study.tables import fmt
 from lrm.study.verdicts import select
 
@@ -112,12 +112,9 @@ def lr_position(arm: Mapping[str, Any] | None) -> tuple[float | None, str]:
   """(chosen rate, where it lies among the rates tried) of an ``lr_sweep.json`` record."""
   if not arm or arm.get("chosen") is None:
     return None, "pending"
-  rates, lr = sorted(float(r) for r in arm["validation"]), float(arm["chosen"])
-  if lr == rates[-1]:
-    return lr, "highest tried (edge)"
-  if lr == rates[0]:
-    return lr, "lowest tried (edge)"
-  return lr, "interior"
+  where = {"high": "highest tried (edge)", "both": "highest tried (edge)"}  # both: one rate
+  where["low"] = "lowest tried (edge)"
+  return float(arm["chosen"]), where.get(extend.edge(arm), "interior")
 
 
 def table(rows: Sequence[Mapping[str, Any]], out: Path) -> list[dict]:

@@ -181,9 +181,7 @@ def check_sweep(study: Mapping[str, Any]) -> None:
     extend.settings(study["lr_extend"])
 
 
-def sweep_seeds(study: Mapping[str, Any]) -> list[int]:
-  """The seeds every swept rate runs at: ``sweep_seeds``, else the first seed."""
-  return list(study.get("sweep_seeds") or study["seeds"][:1])
+sweep_seeds = sweep.sweep_seeds  # the seeds every swept rate runs at
 
 
 def sizes(study: Mapping[str, Any], task: str) -> dict[str, int]:

@@ -364,12 +364,18 @@ def learning_curve_figure(
 
 
 def plot_learning_curves(
-  rows: Sequence[Mapping[str, Any]], out: Path, task: str, path: Path, metric: str | None = None
+  rows: Sequence[Mapping[str, Any]],
+  out: Path,
+  task: str,
+  path: Path,
+  metric: str | None = None,
+  data: Mapping[tuple, Mapping[str, list[Curve]]] | None = None,
 ) -> bool:
   """The validation metric (default: the task's main metric) against training step for every
   in-study arm of ``task``, from each cell's metrics.jsonl: each seed thin, the mean thick,
-  chance and the context guess where they fall near the curves. False if nothing to draw."""
-  data = learning_curves(rows, out, task, metric)
+  chance and the context guess where they fall near the curves. False if nothing to draw.
+  ``data``: the task's ``learning_curves`` when the caller has read them already."""
+  data = learning_curves(rows, out, task, metric) if data is None else data
   if not data:
     return False
   first = next(r for r in rows if r["task"] == task and r.get("in_study", True))

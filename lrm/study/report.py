@@ -241,7 +241,7 @@ def write_report(
     curves = plots.learning_curves(rows, out, task)
     if any(len(c[0]) > 1 for p in curves.values() for cs in p.values() for c in cs):
       lc = out / f"{task}_learning.png"  # only where runs were evaluated more than once
-      if plots.plot_learning_curves(rows, out, task, lc):
+      if plots.plot_learning_curves(rows, out, task, lc, data=curves):
         lines += [f"![{task}: validation metric during training]({lc.name})", ""]
   lines += tables.sweep_section(sweep.load(out), diverged)
   lines += sanity_section(study, rows)

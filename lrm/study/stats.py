@@ -73,6 +73,11 @@ def summarize(values: Sequence[float], level: float = 0.95) -> Summary:
   return Summary(n, mean, sd, mean - half, mean + half)
 
 
+def _adjusted(p: float, p_adj: float) -> float:
+  """The p a decision reads: the family-corrected one once set (not nan), else the raw one."""
+  return p if math.isnan(p_adj) else p_adj
+
+
 @dataclass(frozen=True)
 class Paired:
   """A paired comparison a - b over seeds: the mean difference, its 95% t-interval, the
@@ -87,13 +92,13 @@ class Paired:
 
   @property
   def significant(self) -> bool:
-    p = self.p if math.isnan(self.p_adj) else self.p_adj
+    p = _adjusted(self.p, self.p_adj)
     return bool(p < ALPHA)
 
   def verdict(self, a: str, b: str, higher_is_better: bool = True) -> str:
     """One line: which is better, with the difference, interval and adjusted p; or "no
     significant difference" when the corrected test does not reject at 5%."""
-    p = self.p if math.isnan(self.p_adj) else self.p_adj
+    p = _adjusted(self.p, self.p_adj)
     ptxt = f"Holm-adjusted p = {p:.3g}" if not math.isnan(self.p_adj) else f"p = {p:.3g}"
     d = self.diff
     ci = f"{a} - {b} = {d.mean:+.4f} [{d.lo:+.4f}, {d.hi:+.4f}], n = {self.n} seeds, {ptxt}"
@@ -182,7 +187,7 @@ class Equivalence:
   @property
   def equivalent(self) -> bool:
     """Equivalent within ±delta: the (Holm-adjusted, once corrected) p is below alpha."""
-    p = self.p if math.isnan(self.p_adj) else self.p_adj
+    p = _adjusted(self.p, self.p_adj)
     return bool(p < self.alpha)
 
   def to_dict(self) -> dict[str, Any]:
@@ -359,7 +364,7 @@ def decision_line(
     INCONCLUSIVE: f"inconclusive between {a} and {b}",
   }[outcome]
   corrected = not math.isnan(equivalence.p_adj)
-  p = equivalence.p_adj if corrected else equivalence.p
+  p = _adjusted(equivalence.p, equivalence.p_adj)
   ptxt = f"TOST p = {p:.3g}" + (" (Holm-adjusted)" if corrected else "")
   ci = (
     f"{interval.level:.0%} simultaneous interval [{interval.lo:+.4f}, {interval.hi:+.4f}] "

@@ -59,6 +59,11 @@ class Arm:
     return d
 
 
+def sweep_seeds(study: Mapping[str, Any]) -> list[int]:
+  """The seeds every swept rate runs at: ``sweep_seeds``, else the first seed."""
+  return list(study.get("sweep_seeds") or study["seeds"][:1])
+
+
 def mean(values: Mapping[int, float]) -> float:
   """The mean over seeds; NaN if any seed diverged (NaN) or there is none."""
   vals = [math.nan if v is None else float(v) for v in values.values()]

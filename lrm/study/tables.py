@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lrm.study import plots, stats
+from lrm.study import extend, plots, stats, sweep
 
 Record = Mapping[str, Any]
 
@@ -101,13 +101,12 @@ def sweep_section(arms: Sequence[Mapping[str, Any]], diverged: Sequence[Mapping]
 
 def _position(arm: Mapping[str, Any]) -> str:
   """Where an arm's chosen rate lies among the rates it tried: '' (interior) or a mark."""
-  rates = [float(lr) for lr in arm["validation"]]
-  if len(rates) < 2:
+  if len(arm["validation"]) < 2:
     return " (single rate)"
   position = arm.get("position")  # written by the sweep since sweep_seeds/lr_extend
   if position is not None:
     return "" if position == "interior" else f" ({position})"
-  return " (edge)" if float(arm["chosen"]) in (min(rates), max(rates)) else ""
+  return "" if extend.edge(arm) is None else " (edge)"
 
 
 def content_section(study: Mapping[str, Any], rows: Sequence[Record], out: Path) -> list[str]:
@@ -206,7 +205,7 @@ def limits(study: Mapping[str, Any], rows: Sequence[Record]) -> list[str]:
 
 
 def _sweep_seeds(study: Mapping[str, Any]) -> str:
-  seeds = list(study.get("sweep_seeds") or study.get("seeds", [0])[:1])
+  seeds = sweep.sweep_seeds({"seeds": [0], **study})
   if len(seeds) == 1:
     return f" with one seed (seed {seeds[0]}'s cells double as sweep cells)."
   listed = ", ".join(map(str, seeds))
