@@ -10,6 +10,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -342,34 +343,32 @@ def test_report_reads_json_only_and_never_imports_jax(tiny_study, tmp_path):
 
 
 def test_sanity_checklist_marks_pass_and_fail():
-  def rec(mixer: str, size: str, width: int, value: float, **kw) -> dict:
-    base = dict(task="recall_inside", mixer=mixer, name=mixer, window=4, rule="params", seed=0)
-    return {**base, "size": size, "size_width": width, "value": value, "in_study": True, **kw}
+  def rec(mixer: str, value: float, **kw) -> dict:
+    base = dict(task="recall", mixer=mixer, name=mixer, window=4, rule="params", seed=0)
+    return {**base, "size": "s", "size_width": 32, "value": value, "in_study": True, **kw}
 
   rows = [
-    rec("conv", "s", 32, 0.2), rec("conv", "l", 64, 0.3),
-    rec("gated_conv", "s", 32, 0.5), rec("gated_conv", "l", 64, 0.8),
-    rec("local", "s", 32, 0.95), rec("local", "l", 64, 0.99),
-    rec("global", "l", 64, 0.995, rf_measured=7, rf_analytic=7, xla_ratio=0.97),
-  ]  # fmt: skip
-  study = grid.load_study(REPO / "experiments" / "studies" / "local_vs_conv.py", "small")
-  checks = {name: ok for name, ok, _ in verdicts.sanity(study, rows)}
-  assert checks["full attention >= 0.99 on recall"] is True
-  assert checks["conv < 0.5 at every width; gated_conv rises with width; local >= 0.9"] is True
-  assert checks["analytic FLOPs within 15% of XLA"] is True
-  rows[1]["value"] = 0.7  # the ungated conv learns recall at the largest width
-  rows[-1]["xla_ratio"] = 0.5
-  checks = {name: ok for name, ok, _ in verdicts.sanity(study, rows)}
-  assert checks["conv < 0.5 at every width; gated_conv rises with width; local >= 0.9"] is False
-  assert checks["analytic FLOPs within 15% of XLA"] is False
-  rows.append(rec("global", "s", 32, 0.9, seed=1))  # a seed that falls short is named
-  evidence = {name: ev for name, _, ev in verdicts.sanity(study, rows)}
-  assert "recall_inside s: 0.900 (seed 1: 0.900)" in evidence["full attention >= 0.99 on recall"]
-  assert "recall_inside l: 0.995," in evidence["full attention >= 0.99 on recall"] + ","
-  rows.pop()
-  assert checks["lm: full attention is not the worst (else: undertrained)"] is None
-  generic = [name for name, _, _ in verdicts.sanity({}, rows)]  # a study without checks
-  assert generic == ["measured receptive field = analytic in every cell", list(checks)[-1]]
+    rec("conv", 0.2, rf_measured=5, rf_analytic=5, xla_ratio=1.02, key="recall/conv"),
+    rec("global", 0.995, rf_measured=7, rf_analytic=7, xla_ratio=0.97, key="recall/global"),
+  ]
+
+  def own(records):  # a study's own check comes first, then the generic ones
+    best = max(r["value"] for r in records)
+    return [("something >= 0.99", best >= 0.99, f"best {best:.3f}")]
+
+  checks = {name: ok for name, ok, _ in verdicts.sanity({"checks": own}, rows)}
+  assert list(checks) == [
+    "something >= 0.99",
+    "measured receptive field = analytic in every cell",
+    "analytic FLOPs within 15% of XLA",
+  ]
+  assert all(checks.values())
+  rows[0]["rf_measured"], rows[1]["xla_ratio"] = 3, 0.5
+  found = {name: (ok, ev) for name, ok, ev in verdicts.sanity({}, rows)}
+  assert found["measured receptive field = analytic in every cell"][0] is False
+  assert "recall/conv" in found["measured receptive field = analytic in every cell"][1]
+  assert found["analytic FLOPs within 15% of XLA"][0] is False
+  assert verdicts.sanity({}, [rec("conv", 0.2)])[0][1] is None  # nothing measured: not run
 
 
 def test_hybrid_cell_expands_and_its_config_builds(tmp_path, tiny_config):
@@ -472,118 +471,88 @@ def test_script_lists_cells_rewrites_the_report_and_stops_with_143(tiny_study, c
   assert study_script.main([f"--study={spec}", f"--out={out}"]) == 143
 
 
-def test_flagship_study_grid_is_well_formed():
-  study = grid.load_study(Path("experiments/studies/local_vs_conv.py"), "small")
-  text = Path("experiments/studies/local_vs_conv.py").read_text()
-  for q in ("Q1 Inside its window", "Q2 Is local attention useful", "Q3 What does each cost"):
-    assert q in text
-  assert "Holm" in text and "VALIDATION" in text
-  assert len(study["seeds"]) >= 3 and len(study["lrs"]) >= 3
+def test_flagship_v4_design_is_the_frozen_grid():
+  from lrm.mixers import presets
+
+  path = Path("experiments/studies/local_vs_conv.py")
+  study, module = grid.load_study(path, "small"), grid.load_module(path)
+  assert study["version"] == "v4" and "frozen in this file before any of its cells ran" in (
+    module.__doc__
+  )
+  tasks = study["tasks"]
+  # Q1: density x width x depth, the four arms, answers inside the window, 600 steps
+  for name, pairs, widths, depth in (
+    ("q1-dense", 15, [32, 64, 128], 1), ("q1-dense-2", 15, [32, 64], 2),
+    ("q1-sparse", 4, [32, 64], 1),
+  ):  # fmt: skip
+    t = tasks[name]
+    assert t["overrides"]["data.num_pairs"] == pairs and "distance=inside" in t["arg"]
+    assert sorted(t["sizes"].values()) == widths and t["overrides"]["train.steps"] == 600
+    assert t["overrides"]["train.eval_every"] * 10 == 600  # ten points per learning curve
+    arms = [m for m in t["mixers"] if m != "global"]
+    assert [len(presets.parts(m)) for m in arms] == [depth] * 4
+    assert [presets.parts(m)[0] for m in arms] == ["local", "conv", "gated_conv", "dynamic_conv"]
+  # Q2: every arm has four mixer layers, on both tasks; the LM adds every conv kind
+  for name in ("q2-lm", "q2-noisy"):
+    assert all(len(presets.parts(m)) == 4 for m in tasks[name]["mixers"]), name
+    assert len(tasks[name]["mixers"]) >= 10
+  assert {"involution", "dynamic_conv", "hyena", "conv", "gated_conv"} <= {
+    presets.parts(m)[0] for m in tasks["q2-lm"]["mixers"]
+  }
+  assert tasks["q2-lm"]["overrides"]["data.seq_len"] >= 16 * tasks["q2-lm"]["windows"][0]
+  # the sweep: every rate at seeds 0 and 1, at every size; extended both ways
   sweep_cells = grid.sweep_cells(study)
-  assert {c.seed for c in sweep_cells} == {0}
-  assert {c.size for c in sweep_cells} == set(study["sizes"])  # a rate per size
+  assert {c.seed for c in sweep_cells} == {0, 1} and study["lr_extend"]["down"] is True
   chosen = {sweep.rate_key(study, *c.arm, c.size): 3e-3 for c in sweep_cells}
   cells = grid.expand(study, chosen)
   assert len(cells) == len({c.key for c in cells})
-  for task in study["tasks"]:
-    if study["tasks"][task].get("follow_up"):
-      continue  # a longer run of another task at one width (checked below)
-    by_mixer = {c.mixer for c in cells if c.task == task}
-    for mixer in by_mixer:  # >= 3 sizes per (task, mixer) at equal non-embedding params
-      sizes = {
-        c.size for c in cells if (c.task, c.mixer, c.rule) == (task, mixer, study["rules"][0])
-      }
-      assert len(sizes) >= 3, (task, mixer)
-  mixers = {c.mixer for c in cells}
-  required = {"conv", "gated_conv", "dynamic_conv", "involution", "local", "global", "bigbird"}
-  required |= {"hyena", "local+local+global", "conv+conv+global", "gated_conv+gated_conv+global"}
-  assert required <= mixers
-  arms = set(grid.arms(study))
+  seeds = defaultdict(set)
+  for c in cells:
+    if c.lr == 3e-3 or c.task in ("q2-noisy", "control-beyond"):
+      seeds[c.task, c.mixer, c.size].add(c.seed)
+  # comparisons: three families, their margins, arms of their task; 10 seeds for headlines
+  families = defaultdict(list)
   for c in study["comparisons"]:
-    assert c["rule"] in study["rules"] and c["size"] in study["sizes"]
-    assert {c["a"], c["b"]} <= {m for t, m, _ in arms if t == c["task"]}, c
-  # design v3's follow-ups: the same arms, k x the steps at one width, their own sweep of 3
-  # rates, asked the question's comparisons first
-  for task, q, k, size, n in (("recall_any", "Q2", 4, "l", 5), ("lm", "Q3", 3, "m", 2)):
-    long, short = study["tasks"][f"{task}_long"], study["tasks"][task]
-    assert long["follow_up"] == task and set(long["mixers"]) == set(short["mixers"])
-    assert long["overrides"]["train.steps"] == k * short["overrides"]["train.steps"]
-    assert len(long["lrs"]) >= 3 and {c.size for c in cells if c.task == f"{task}_long"} == {size}
-    asked = [c["task"] for c in study["comparisons"] if c["question"] == q]
-    assert asked == [f"{task}_long"] * n + [task] * n
-  full = grid.load_study(Path("experiments/studies/local_vs_conv.py"), "full")
-  assert "recall_any_long" not in full["tasks"] and len(full["comparisons"]) == 15
-  # the recall test sets have >= 2,000 queries; the LM's test split >= 200 KB (5% of 4 MB)
-  inside = study["tasks"]["recall_inside"]["overrides"]
-  assert inside["data.num_test"] * inside["data.num_pairs"] >= 2000
-  assert study["tasks"]["lm"]["overrides"]["data.corpus_bytes"] * 0.05 >= 200_000
+    families[c["question"]].append(c)
+    assert c["size"] in tasks[c["task"]]["sizes"] and {c["a"], c["b"]} <= set(
+      tasks[c["task"]]["mixers"]
+    )
+    assert c["delta"] == (0.01 if c["task"] == "q2-lm" else 0.02)
+    n = {len(seeds[c["task"], m, c["size"]]) for m in (c["a"], c["b"])}
+    assert n == ({10} if c["headline"] else {3}) or (not c["headline"] and 10 in n), c
+  assert {q: len(v) for q, v in families.items()} == {"Q1": 21, "Q2": 14, "LM": 6}
+  assert sum(c["headline"] for c in study["comparisons"]) == 3 + 2 + 2
+  # the design hash: the data only, stable, and a grid change is a new hash
+  again = grid.load_study(path, "small")
+  assert grid.design_hash(again) == grid.design_hash(study)
+  again["question"] = "reworded"
+  assert grid.design_hash(again) == grid.design_hash(study)  # prose is not design
+  again["tasks"]["q1-dense"]["overrides"]["train.steps"] = 601
+  assert grid.design_hash(again) != grid.design_hash(study)
+  full = grid.load_study(path, "full")
+  assert len(full["comparisons"]) == len(study["comparisons"])
 
 
-def test_flagship_answers_a_question_per_task_and_flags_an_undertrained_lm():
-  from lrm.study import report
-
-  study = grid.load_study(REPO / "experiments" / "studies" / "local_vs_conv.py", "small")
-
-  def rec(task: str, mixer: str, seed: int, value: float, size: str = "l") -> dict:
-    metric = "bits_per_byte" if task == "lm" else "accuracy"
-    rule = "flops" if task == "lm" else "params_non_embedding"
-    return dict(task=task, mixer=mixer, rule=rule, size=size, seed=seed, value=value,
-                metric=metric, in_study=True)  # fmt: skip
-
-  rows = []
-  for seed in range(3):
-    for task, stack, alone in (("recall_any_long", 0.95, 0.1), ("recall_any", 0.3, 0.1)):
-      rows += [rec(task, "local+local+global", seed, stack + 0.01 * seed)]
-      rows += [rec(task, b, seed, alone + 0.02 * seed) for b in ("local", "hyena", "bigbird")]
-      rows += [rec(task, b, seed, stack + 0.013 * seed) for b in ("conv+conv+global",)]
-      rows += [rec(task, "gated_conv+gated_conv+global", seed, stack - 0.2 + 0.011 * seed)]
-  text = "\n".join(report.answers(study, rows))
-  long_at, short_at = text.index("**Q2** (recall_any_long):"), text.index("**Q2** (recall_any):")
-  assert long_at < short_at
-  long_part, short_part = text[long_at:short_at], text[short_at:]
-  assert "local+local+global is better (local+local+global - local =" in long_part
-  assert "Decision: local attention is useful only in combination" in long_part
-  assert "n = 3 seeds" in short_part and "Decision:" in short_part
-  lm = [rec("lm", m, s, v, size) for s in range(3) for size in ("s", "l")
-        for m, v in (("global", 2.3), ("local", 2.2))]  # fmt: skip
-  for r in lm:
-    r["rule"] = "params_non_embedding"
-  notes = study["notes"](lm)
-  assert "Undertrained" in notes["lm"] and "2 of 2 widths" in notes["lm"]
-  assert "Undertrained" not in notes.get("lm_long", "")
-  follow = report.follow_up_note(study, "recall_any_long")
-  assert follow.startswith("A follow-up of recall_any: its arms trained for 1,600 steps")
-  assert "(against 400) at width 64 only" in follow
-  assert report.follow_up_note(study, "recall_any") is None
-  checks = {name: ok for name, ok, _ in verdicts.sanity(study, lm)}
-  assert checks["lm: full attention is not the worst (else: undertrained)"] is False
-  assert "lm_long: full attention is not the worst (else: undertrained)" not in checks
-  for r in lm:
-    r["value"] = 4.4 - r["value"]  # full attention now the best at every width
-  assert "lm" not in study["notes"](lm)
-
-
-def test_partners_study_keeps_the_quickstart_size_and_sums_the_decoding_state():
-  """Each mixer is its own size reference (no matching: width 64, MLP 256, as the quickstart
-  builds it), and the state size is every layer's cache: the conv's K - 1 = 2 inputs, then
-  local attention's w = 8 keys and values, or global attention's 128 (fp32, D = 64)."""
-  path = REPO / "experiments" / "studies" / "partners.py"
-  partners = grid.load_module(path)
-  study = grid.load_study(path, "small")
-  sweep_cells = grid.sweep_cells(study)
-  assert len(sweep_cells) == 2 * len(partners.MIXERS) and {c.seed for c in sweep_cells} == {0}
-  assert {"griffin", "based", "samba"} <= set(presets.stacks()) & set(partners.MIXERS)
-  plan = grid.Planner(study)
-  conv = 2 * 64 * 4
-  for mixer, window, layers, state in (
-    ("local", 8, ["conv", "local"], conv + 2 * 8 * 64 * 4),
-    ("global", None, ["conv", "global"], conv + 2 * 128 * 64 * 4),
+def test_more_seeds_add_seeds_to_some_arms_only_and_bad_entries_are_clear(tmp_path, tiny_config):
+  spec = write_study(tmp_path / "more.py", tiny_config, ["conv", "local"])
+  good = "[dict(mixers=['local'], seeds=[5, 6])]"
+  text = spec.read_text().replace(
+    "mixers=['conv', 'local'],", f"mixers=['conv', 'local'], more_seeds={good},"
+  )
+  assert good in text
+  spec.write_text(text)
+  study = grid.load_study(spec, "small")
+  chosen = {sweep.rate_key(study, *c.arm, c.size): 3e-3 for c in grid.sweep_cells(study)}
+  by = defaultdict(set)
+  for c in grid.expand(study, chosen):
+    by[c.mixer].add(c.seed)
+  assert by["local"] == set(study["seeds"]) | {5, 6} and by["conv"] == set(study["seeds"])
+  for bad, says in (
+    ("[dict(mixers=['nope'], seeds=[5])]", "not among the task's mixers"),
+    ("[dict(mixers=['local'], seeds=[-1])]", "integers >= 0"),
+    ("[dict(mixers=['local'])]", "bad more_seeds entry"),
+    ("[dict(mixers=['local'], seeds=[5], sizes=['xl'])]", "not among its sizes"),
   ):
-    cfg, match = plan.config(grid.Cell(partners.task_key(mixer), mixer, window, "params", 0))
-    assert (match.model["dim"], match.model["mlp_dim"], match.error) == (64, 256, 0.0)
-    assert [s["name"] for s in match.model["mixer"]] == layers
-    assert partners.state_bytes(rundir.config_to_dict(cfg)) == state
-  samba = grid.base_config(study, partners.task_key("samba"), 8)  # a stack: every layer counts
-  samba.model = plan.model(samba, partners.task_key("samba"), "samba", 8)
-  assert [s["name"] for s in samba.model["mixer"]] == ["conv", "ssm", "local"]
-  assert partners.state_bytes(rundir.config_to_dict(samba)) > conv + 2 * 8 * 64 * 4
+    spec.write_text(text.replace(good, bad))
+    with pytest.raises(ValueError, match=says):
+      grid.load_study(spec, "small")

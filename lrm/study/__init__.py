@@ -22,7 +22,8 @@ A study file (``experiments/studies/<name>.py``) defines ``get_study(scale) -> d
         mixers=["conv", "local", "conv+conv+global"],         # lrm.mixers.presets names
         windows=[4, 16],                                       # radius w (conv: same field)
         reference=dict(mixer="local", window=4),               # budget = this model's cost
-        # optional per task: rules=[...], seeds=[...], block=<BigBird block size>
+        # optional per task: rules=[...], seeds=[...], block=<BigBird block size>,
+        # more_seeds=[dict(mixers=["local"], seeds=[3, 4], sizes=["m"])]  (headline arms)
       ),
     },
     content=dict(tasks=["recall"], radius=6),  # kernel-variation panel (middle size)

@@ -20,7 +20,9 @@ an edge winner (``lrm.study.extend``).
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -131,6 +133,7 @@ def load_study(path: str | Path, scale: str) -> dict[str, Any]:
         raise ValueError(f"study task '{name}': {e}") from None
   try:
     check_sweep(study)
+    check_more_seeds(study)
   except ValueError as e:
     raise ValueError(f"study {path}: {e}") from None
   return study
@@ -182,6 +185,75 @@ def check_sweep(study: Mapping[str, Any]) -> None:
 
 
 sweep_seeds = sweep.sweep_seeds  # the seeds every swept rate runs at
+
+
+def design_hash(study: Mapping[str, Any]) -> str:
+  """The first 12 hex digits of the SHA-256 of the study's design: every entry of the study
+  dict that is data (tasks, mixers, sizes, seeds, rates, comparisons, margins...), in
+  canonical JSON; functions (decision rules, checks, report sections) and prose (``question``,
+  ``limits``) are left out. Each cell records it (``cell.json``), so a report can show that
+  every cell ran under one frozen design; a change of the grid is a new hash."""
+
+  def data(x: Any) -> Any:
+    if isinstance(x, Mapping):
+      return {
+        str(k): data(v) for k, v in sorted(x.items(), key=lambda kv: str(kv[0])) if not callable(v)
+      }
+    if isinstance(x, list | tuple):
+      return [data(v) for v in x]
+    return x
+
+  design = {k: v for k, v in study.items() if k not in PROSE}
+  text = json.dumps(data(design), sort_keys=True, default=str)
+  return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+PROSE = ("question", "limits")  # study entries that are words, not design
+
+
+def all_seeds(study: Mapping[str, Any]) -> list[int]:
+  """Every seed some cell runs at: the study's, then those its tasks' ``more_seeds`` add."""
+  extra = [s for t in study["tasks"].values() for m in t.get("more_seeds", []) for s in m["seeds"]]
+  return list(dict.fromkeys([*study["seeds"], *extra]))
+
+
+def runs_seed(
+  study: Mapping[str, Any], task: str, mixer: str, size: str | None, rule: str, seed: int
+) -> bool:
+  """Whether a cell of ``mixer`` at ``size`` under ``rule`` runs at ``seed``: the task's
+  ``seeds`` (default the study's) for every arm, and each ``more_seeds`` entry's ``seeds``
+  for its ``mixers`` at its ``sizes`` (default every size) under the first rule."""
+  t = study["tasks"][task]
+  if seed in t.get("seeds", study["seeds"]):
+    return True
+  return rule == study["rules"][0] and any(
+    seed in m["seeds"] and mixer in m["mixers"] and (size in m.get("sizes", [size]))
+    for m in t.get("more_seeds", [])
+  )
+
+
+def check_more_seeds(study: Mapping[str, Any]) -> None:
+  """A task's ``more_seeds`` (a list of ``dict(mixers=[...], seeds=[...], sizes=[...])``: more
+  seeds for some arms, e.g. the headline comparisons): a bad entry is a one-line error."""
+  example = 'e.g. more_seeds=[dict(mixers=["local"], seeds=[3, 4], sizes=["64"])]'
+  for name, t in study["tasks"].items():
+    entries = t.get("more_seeds", [])
+    if not isinstance(entries, list | tuple):
+      raise ValueError(f"task '{name}': more_seeds must be a list of dicts, {example}")
+    for m in entries:
+      if not isinstance(m, Mapping) or set(m) - {"mixers", "seeds", "sizes"} or not m.get("seeds"):
+        raise ValueError(f"task '{name}': bad more_seeds entry {m!r}; {example}")
+      if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in m["seeds"]):
+        raise ValueError(f"task '{name}': more_seeds seeds must be integers >= 0, got {m['seeds']}")
+      unknown = [x for x in m.get("mixers", []) if x not in t["mixers"]]
+      if unknown or not m.get("mixers"):
+        raise ValueError(
+          f"task '{name}': more_seeds mixers {unknown or m.get('mixers')} are not among the "
+          f"task's mixers {t['mixers']}"
+        )
+      bad = [z for z in m.get("sizes", []) if z not in sizes(study, name)]
+      if bad:
+        raise ValueError(f"task '{name}': more_seeds sizes {bad} are not among its sizes")
 
 
 def sizes(study: Mapping[str, Any], task: str) -> dict[str, int]:
@@ -251,15 +323,17 @@ def expand(
     cells.append(c)
     seen.add(c.key)
   swept = bool(study.get("lrs"))
-  for seed in study["seeds"]:
+  for seed in all_seeds(study):
     for rule in study["rules"]:
       for tname, t in study["tasks"].items():
-        if rule not in t.get("rules", study["rules"]) or seed not in t.get("seeds", study["seeds"]):
+        if rule not in t.get("rules", study["rules"]):
           continue
         allowed = (study.get("rule_sizes") or {}).get(rule)
         names = [n for n in sizes(study, tname) if allowed is None or n in allowed] or [None]
         for task, mixer, w in [a for a in arms(study) if a[0] == tname]:
           for size in names:
+            if not runs_seed(study, tname, mixer, size, rule, seed):
+              continue
             lr = (chosen or {}).get(sweep.rate_key(study, task, mixer, w, size)) if swept else None
             if swept and lr is None:
               continue  # waits for its sweep

@@ -28,6 +28,7 @@ A cell whose results.json exists is not trained again; one whose cell.json lacks
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -112,7 +113,7 @@ def measure(
   levels = r.task.reference_levels()  # chance lines of the report
   pairs = (getattr(r.task, "opts", None) or {}).get("num_pairs")
   if pairs and "accuracy" in levels:  # recall: a guess among the context's values
-    levels["accuracy"]["context_guess"] = 1.0 / pairs
+    levels["accuracy"].setdefault("context_guess", 1.0 / pairs)
   out = {
     "reference_levels": levels,
     "costs": r.costs(),
@@ -123,6 +124,25 @@ def measure(
   if xla:
     out["xla"] = xla_check(encoder, min(r.task.seq_len, RF_LENGTH), layers)
   return out
+
+
+def code_version() -> dict[str, Any] | None:
+  """The git commit of the lrm checkout that trains a cell, and whether it had uncommitted
+  changes to tracked files (None outside a git checkout or without git)."""
+  root = Path(__file__).resolve().parents[2]
+  try:
+    head = subprocess.run(
+      ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+    )
+    dirty = subprocess.run(
+      ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+      capture_output=True, text=True, timeout=10,
+    )  # fmt: skip
+  except (OSError, subprocess.SubprocessError):
+    return None
+  if head.returncode != 0:
+    return None
+  return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
 
 
 def read_cell(workdir: Path) -> dict[str, Any] | None:
@@ -163,6 +183,8 @@ def run_cell(plan: grid.Planner, cell: grid.Cell, out: Path) -> dict[str, Any] |
       return None
     measured = measure(wd, cell.mixer, radius, xla, first)
   info = {"cell": cell.to_dict(), "key": cell.key, "name": cell.name, **info, **measured}
+  info.setdefault("design", grid.design_hash(plan.study))  # trained under this design
+  info.setdefault("code", code_version())
   rundir.write_json(wd / "cell.json", info)
   return results
 
