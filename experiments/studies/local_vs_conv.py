@@ -1,358 +1,345 @@
-"""The flagship study: local attention against convolutions of the same receptive field.
+"""The flagship study, design v4: where does a convolution match local attention inside the
+window, and does local attention help in combination with other mixers?
 
   python scripts/study.py --study=experiments/studies/local_vs_conv.py \\
-      --out=results/local_vs_conv --shard=0/2 &     # small: 358 cells, ~3.4 h on 2 cores
-  python scripts/study.py --study=experiments/studies/local_vs_conv.py \
-      --out=results/local_vs_conv --shard=1/2       # (two processes share the cores)
+      --out=results/local_vs_conv --list                      # the cells, nothing run
+  python scripts/study.py --study=experiments/studies/local_vs_conv.py \\
+      --out=results/local_vs_conv --shard=0/2 &               # small: ~9 h on 2 cores,
+  python scripts/study.py --study=experiments/studies/local_vs_conv.py \\
+      --out=results/local_vs_conv --shard=1/2                 # resumable across sittings
   python scripts/study.py --study=experiments/studies/local_vs_conv.py --out=runs/lvc_full \\
-      --scale=full                                  # GPU/TPU (README: "The flagship study")
+      --scale=full                                            # GPU/TPU
 
-Pre-registered before any cell of this grid was run (issue 13). The questions, verbatim:
+Design v4 (issue 27), frozen in this file before any of its cells ran. Every cell records the
+design's hash (``lrm.study.grid.design_hash``: the data of ``get_study``, without its prose and
+functions) and the git commit it ran at; REPORT.md prints both. A change to the grid after a
+v4 cell has run is a new version (v5), and every version stays in the report.
 
-Q1 Inside its window, does local attention beat a convolution of the same receptive field,
-   and which kind: static, gated, dynamic (GLU), involution? At equal parameters, equal
-   training FLOPs, equal training seconds.
-Q2 Is local attention useful only in combination? Compare stacks that add reach to each
-   local mixer (local+local+global vs conv+conv+global vs gated_conv+gated_conv+global;
-   BigBird; hyena's global static kernel) on a task that needs reach.
-Q3 What does each cost to train and to serve? Accuracy or bits per byte against training
-   FLOPs, training seconds and decode cost (ms per token and cache bytes at a stated
-   context), and dollars at a stated price.
+Questions
+---------
+Q1 Inside its window, where does a convolution of the same receptive field match local
+   attention, and which kind: static (``conv``), gated (``gated_conv``, H3/Hyena's short
+   gated form), or dynamic (``dynamic_conv``, kernels predicted per position, Wu et al. 2019)?
+   A phase diagram over the density of key-value pairs, the model width and the number of
+   tested layers.
+Q2 Does local attention help in combination? Depth-matched stacks (four mixer layers each)
+   with and without local attention, on two tasks where one global layer is not enough.
+Q3 What does each arm cost to train and to serve (measured in a separate pass, below)?
+LM  On natural data at L >> w, every convolution kind beside local and global attention.
 
-Design. Every windowed mixer gets the per-layer field of local attention of radius w
-(conv kernel w+1 causal); models are sized to the cost of local attention (the reference)
-at three widths (``sizes``) under equal non-embedding parameters, and at the middle width
-under equal algorithmic training FLOPs (``lrm.analysis.counting``; recall_inside and lm).
-Learning rates: three per arm AND SIZE, swept at the first rule, seed 0, chosen on the
-VALIDATION metric (``lrm.study.sweep``; ``sweep_every_size``), then used for that size's
-other seeds and rules. Seeds 0, 1, 2. Equal training seconds is read off the curves (metric
-against measured training seconds, compilation and evaluation excluded); it is not a
-matched budget.
+Tasks (small scale)
+-------------------
+Every windowed mixer has radius w = 16 (local attention sees i-16..i; a causal conv has kernel
+17: the same per-layer field).
 
-Tasks: ``recall_inside`` (MQAR, w = 16, 12 key-value pairs and 12 queries in 64 tokens,
-every answer within w of its query, so about four pairs share each window: Q1),
-``recall_any`` (w = 4, 6 pairs, answers at any distance up to the 64-token sequence: Q2),
-``lm`` (bytes of the Python standard library, test split of 5% of 4 MB = 200 KB: Q3 and a
-sanity check on a real distribution). Recall test sets: 400 sequences, 4,800 queries
-(inside) and 2,400 (any). Steps (small): recall_inside 300, recall_any 400, lm 1,000.
+- ``q1-dense``, ``q1-dense-2``, ``q1-sparse``: MQAR (Arora et al. 2023) from
+  ``experiments/recall.py`` with ``distance=inside``: every answer lies within w of its query;
+  64 tokens, 31 keys and 31 values, a short causal conv (kernel 3) before the tested layers.
+  Density: ``dense`` holds 15 key-value pairs and 15 queries per sequence (on average 4.6
+  value tokens within the 18 tokens a one-layer model reaches, the answer included: measured
+  on the generated data), ``sparse`` 4 (1.7 in reach). Depth: one tested layer (``q1-dense``,
+  ``q1-sparse``) or two (``q1-dense-2``: ``local+local``, ``conv+conv``, ...). Widths 32, 64
+  and 128 at depth 1 dense; 32 and 64 at depth 2 and sparse (cut: below). Arms ``local``,
+  ``conv``, ``gated_conv``, ``dynamic_conv``; ``global`` joins q1-sparse as the easy control.
+  600 steps of batch 64 (v3: 300), validation every 60 steps (learning curves); 20,000 /
+  300 / 400 sequences.
+- ``q2-lm``: bytes of the Python standard library (4 MB, split 90/5/5% by document), windows
+  of L = 256 bytes (L / w = 16), width 64, four mixer layers, batch 8, 1,500 steps (3.1 M
+  bytes seen), validation every 150 steps on the first 8 batches of 32 windows (65 KB of the
+  217 KB split; the test split, 203 KB, is always whole). Metric bits per byte.
+- ``q2-noisy``: MAD's noisy in-context recall (Poli et al. 2024; ``experiments/mad.py``,
+  baseline difficulty: 128 tokens, 16 keys/values + 16 noise tokens, 20% noise), width 64,
+  four mixer layers, batch 32, 400 steps (lrm's MAD study), validation every 40 steps. One
+  global layer is not enough here: lrm's MAD study measured 2-layer global attention at 0.33
+  and conv+global at 1.00 (results/mad).
+- ``control-beyond``: MQAR with every answer beyond reach (``distance=beyond``: d > w + 2),
+  ``local`` and ``conv`` at width 64: a measurement check (below), not a comparison.
 
-This is design v2. Changes from v1 (run once, results in git history at 838e666), decided
-from its sanity checks before any v2 cell ran: v1's inside-window task (w = 4, 6 pairs over 64
-tokens: about one pair per window) was solved by every mixer (0.976-0.995), the ungated
-conv included, so it could not separate kernels; a learning rate chosen at the middle
-width left full attention at 0.47 on recall_any at the largest (seeds 1.0, 0.20, 0.21),
-hence a rate per size (and, added after v2's first 26 sweep cells chose 1e-2, the top
-rate, for most convolutions, 3e-2 for recall_inside); the LM chose the largest rate for
-every mixer and stayed undertrained at 400 steps, hence rates up to 3e-2 and 1,000 steps;
-gated_conv alone left recall_any (not in any comparison) to pay for the per-size sweep.
+Q2 arms (four mixer layers each, ``"a+b+c+d"`` as in ``lrm.mixers.presets``): global x4,
+local x4, conv x4, gated_conv x4, hyena x4, bigbird x4 (block 16), local x3 + global
+(Gemma-style 3:1, global last), gated_conv x3 + global, conv x3 + global, and Griffin's
+pattern rglru+rglru+local+rglru (De et al. 2024). ``q2-lm`` adds dynamic_conv x4 and
+involution x4 (the LM with every conv kind).
 
-Design v3 follow-up (recall_any_long), added after v2 finished and before any of its cells
-ran: at 400 steps every stack with a global layer was still learning when training stopped
-(training loss falling steeply at the last step) and split by seed (local+local+global 0.34,
-0.20, 0.63 at width 64; gated_conv+gated_conv+global 0.86, 0.19, 0.25), so Q2's five
-comparisons had intervals of +-0.5 to +-1.1 and could not answer. The follow-up trains the Q2
-arms 4x longer (1,600 steps) at width 64 only, with its own sweep of three rates shifted one
-step down (3e-4, 1e-3, 3e-3: at 400 steps 1e-2 left every stack at chance, and longer
-training favours smaller rates), seeds 0, 1, 2, equal non-embedding parameters. Its five
-comparisons join the family below and are answered first under Q2; the 400-step ones stay
-in the report.
+Budget: equal non-embedding parameters (``lrm.analysis.budget``) to the task's reference
+(local at depth 1, local+local at depth 2, local x3 + global on Q2), at each width.
 
-Design v3 follow-up (lm_long), added while recall_any_long ran and before any of its cells
-ran: at 1,000 steps full attention had the worst bits per byte at every width, impossible at
-convergence, so the LM ranking measured learning speed. The follow-up trains the four LM
-arms 3x longer (3,000 steps) at width 48 (equal non-embedding parameters), with their own
-sweep of the same three rates, seeds 0, 1, 2, and asks Q3's two comparisons there too.
+Learning rates: three per task, swept per (task, arm, width) at seeds 0 and 1 and chosen on
+the MEAN validation metric (``lrm.study.sweep``); a rate chosen at either edge adds the next
+rate beyond it (x or / 10/3, both directions, ``lr_extend``) and reruns, up to two added
+rates per arm. Grids: Q1 {3e-3, 1e-2, 3e-2} (v3's 300-step sweep chose 1e-2 to 3e-2 for the
+convs, 3e-3 to 1e-2 for attention); q2-lm {3e-3, 1e-2, 3e-2} (v3's lm_long chose 1e-2 and
+3e-2 at batch 16); q2-noisy and control-beyond {1e-3, 3e-3, 1e-2} (lrm's MAD study chose
+3e-3 for most arms). Never tuned on test.
 
-Pre-registered comparisons (``comparisons``; a - b of the test metric, paired by seed):
-  Q1 (recall_inside; equal non-embedding params at size l, and equal FLOPs at size m):
-     local vs conv, local vs gated_conv, local vs dynamic_conv, local vs involution
-  Q2 (recall_any_long, then recall_any; equal non-embedding params at size l):
-     local+local+global vs conv+conv+global, vs gated_conv+gated_conv+global, vs bigbird,
-     vs hyena, and vs local alone
-  Q3 (lm; bits per byte, lower is better; equal FLOPs at size m; lm_long: equal
-     non-embedding parameters at size m):
-     local vs gated_conv, local vs global
-Correction: Holm-Bonferroni over all 22 comparisons together (family-wise 5%; 15 before the
-follow-ups, and 15 at full scale, which has none).
+Seeds: 0, 1, 2 for every arm (0 and 1 are the sweep's); the headline arms run seeds 3-9 too
+(10 in all): the four Q1 arms of q1-dense at width 64, and local x3 + global, gated_conv x3 +
+global and conv x3 + global on both Q2 tasks.
 
-Decision rules: "a beats b" iff the Holm-adjusted paired t-test rejects at 5% and the mean
-difference favours a; otherwise the report says "no significant difference", whatever the
-means. Q1 is answered per convolution kind; a kind that local attention does not beat at both
-budgets is reported as matching it. Q2: local attention is "useful only in combination" if
-local+local+global beats local alone on recall_any and at least one conv+global stack does
-not beat local+local+global. Q3 is descriptive (a cost table and curves; no test).
+Pre-registered comparisons and decision rules
+---------------------------------------------
+A comparison is a - b of the test metric (best-validation checkpoint), paired by seed. Margin
+delta = 0.02 accuracy (recall tasks) and 0.01 bits per byte (LM). Families (fixed here):
+Q1 (21 comparisons), Q2 (14), LM (6). Within a family: simultaneous 95% intervals
+(Bonferroni), Holm-corrected paired t-tests and two one-sided tests (TOST) at delta
+(``lrm.study.stats``). Each comparison is three-valued (``stats.decide``): "a better by more
+than delta" (the simultaneous interval lies beyond +delta), "b better by more than delta",
+"equivalent within +-delta" (Holm-corrected TOST), else "inconclusive". No difference that
+is not significant is read as equivalence. For recall tasks the report also gives, per arm,
+how many seeds solved the task (test accuracy >= 0.9), since outcomes can be bimodal.
+
+Q1 (family of 21): local vs conv, local vs gated_conv, local vs dynamic_conv, in each of the
+seven grid cells (q1-dense at widths 32, 64, 128; q1-dense-2 at 32, 64; q1-sparse at 32,
+64; at depth 2 the comparison is local+local vs conv+conv, etc.). The phase diagram marks
+each cell and kind: "conv reaches local" (equivalent, or the conv better), "local better",
+or inconclusive. Headline: q1-dense at width 64, 10 seeds.
+
+Q2 (family of 14), on each task: headline, local x3 + global vs gated_conv x3 + global and
+vs conv x3 + global; then local x3 + global vs local x4, vs global x4, vs bigbird x4, vs
+hyena x4, and griffin vs local x3 + global. Rule (per task): let B be the conv hybrid
+(gated_conv x3 + global or conv x3 + global) with the better mean VALIDATION metric over
+their common seeds. "Local attention helps in combination" if local x3 + global is better
+than B by more than delta; "no difference that matters" if equivalent within delta;
+"convolution better" if B is better by more than delta; else "inconclusive". Precondition:
+if global x4's mean test accuracy on q2-noisy reaches 0.99, that task cannot separate the
+stacks (v3's flaw) and its Q2 answer is "not answerable on this task".
+
+LM (family of 6): local x4 vs conv x4, gated_conv x4, dynamic_conv x4, involution x4,
+hyena x4 and global x4 on q2-lm, same three-valued rule at 0.01 bits per byte.
+
+Learning curves: an arm is "flat" if its seed-mean validation metric moved by at most delta
+over its last three evaluations; a comparison whose losing arm is not flat is reported as
+"learns slower within this budget", not "cannot learn".
+
+Checks (of the measurement only)
+--------------------------------
+Measured receptive field = analytic in every architecture; analytic FLOPs against XLA's
+count (lrm counts an FFT of n points as 2.5 n log2 n, XLA's cost model charges about 8 n
+log2 n: both are reported); global attention >= 0.99 on q1-sparse (an easy control: the task
+is learnable at this size and budget); on control-beyond, local and conv at most 0.05 above
+the guess among the context's values at distances beyond their reach (the data hide the
+answer from them).
+
+Q3: costs, in a separate pass
+-----------------------------
+After the grid, one process alone on the machine (``scripts/study_costs.py``), compile
+excluded, 5 repeats of 20 steps: training step time of every arm at its own width, window
+and context; decode ms per token at batch 1 and 16 after a prompt of the task's length;
+cache bytes per sequence; algorithmic FLOPs and XLA's count. Plots of quality against each
+cost (Pareto fronts), and quality at equal training seconds read off the learning curves
+(steps x the measured step time).
+
+Budget and what was cut
+-----------------------
+Measured alone on this 2-core machine (80-step runs): MQAR width 32 0.031 s/step, 128 0.17
+to 0.19; LM at L = 256, batch 8, four layers: 0.05 (involution) to 0.10 (global) s/step;
+MAD noisy four layers 0.11 to 0.17. Estimated ~39,000 cell-seconds alone with one extension
+rate per arm (~15,100 Q1, 16,500 LM, 7,000 MAD, 950 controls; 324 sweep cells and 124 more,
+before extensions), ~9 h as two processes sharing the cores, over several sittings: the
+frozen grid is a little over the ~8 h the issue asks for, and is run whole. Cut to fit, before
+any v4 cell ran: involution from Q1 (it predicts its kernel from the query token alone, as
+dynamic_conv does: Han et al. 2022's distinction between the two families is covered by
+dynamic_conv); width 128 at depth 2 and in q1-sparse (each adds ~3,600 s); MAD tasks
+inside the window (MAD's generators place pairs anywhere; an inside variant would be a new
+task, not MAD's); ListOps and a second LM width (not run in v4: the LM's width is 64 only);
+L = 512 for the LM (a global x4 step costs 0.69 s at batch 16 there).
+
+Earlier designs (their reports stay in results/local_vs_conv/v3/ and git history)
+-----------------------------------------------------------------------------------
+v1 (w = 4, one key-value pair per window, one tested layer): every mixer solved inside the
+window (0.976-0.995), the static conv included. v2 raised the density to about four pairs
+per window at w = 16 and 300 steps: the convs fell to 0.33-0.39, about the guess among the
+values in reach (0.30). v3 added 4x longer Q2 training and a 3x longer LM. Changes in v4:
+a density x width x depth grid instead of one point (v1 and v2 were two points of it, chosen
+after seeing results); 600 steps with learning curves; a rate sweep at two seeds, extended
+in both directions until interior; depth-matched Q2 stacks (v3's hybrids had three tested
+layers against BigBird's and hyena's one) on tasks where one global layer is not enough
+(v3's recall_any was solved by one); every conv kind on the LM; three-valued decisions with
+TOST instead of reading "no significant difference" as a tie; the guess-in-reach lines
+instead of chance; 10 seeds for the headline comparisons.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lrm.study.verdicts import means, select, size_rank, wins
+VERSION = "v4"
+W = 16  # window radius of every windowed mixer (small scale)
+Q1_CONVS = ["conv", "gated_conv", "dynamic_conv"]
+Q1_ARMS = ["local", *Q1_CONVS]
+DENSE, SPARSE = 15, 4  # key-value pairs (and queries) per 64-token MQAR sequence
+DELTA = {"accuracy": 0.02, "bits_per_byte": 0.01}  # the equivalence margins
+SEEDS = [0, 1, 2]
+HEADLINE_SEEDS = list(range(3, 10))  # the headline arms' seeds beyond SEEDS (10 in all)
+SOLVED = 0.9  # a recall seed "solved" the task at this test accuracy
+ATTENTION_SOLVES = 0.99  # the easy control, and Q2's precondition on q2-noisy
+FLAT_EVALS = 3  # an arm is flat if its seed-mean moved <= delta over this many evaluations
 
-Q1_CONVS = ["conv", "gated_conv", "dynamic_conv", "involution"]
-Q2_STACKS = ["conv+conv+global", "gated_conv+gated_conv+global", "bigbird", "hyena", "local"]
-INSIDE_PAIRS = 12  # recall_inside: key-value pairs (and queries) per 64-token sequence
-RULES = ["params_non_embedding", "flops"]
+
+def stack(*parts: str) -> str:
+  """A hybrid preset name: ``stack("local", "local")`` -> ``"local+local"``."""
+  return "+".join(parts)
 
 
-def comparisons(follow_up: bool = True) -> list[dict[str, Any]]:
-  """The pre-registered comparisons, in the order the report answers them (``follow_up``:
-  with those of design v3's follow-ups, small scale only)."""
+LOCAL_HYBRID = stack("local", "local", "local", "global")
+CONV_HYBRIDS = [stack(m, m, m, "global") for m in ("gated_conv", "conv")]
+GRIFFIN = stack("rglru", "rglru", "local", "rglru")
+Q2_ARMS = [
+  *(stack(*[m] * 4) for m in ("global", "local", "conv", "gated_conv", "hyena", "bigbird")),
+  LOCAL_HYBRID,
+  *CONV_HYBRIDS,
+  GRIFFIN,
+]
+LM_KINDS = ["conv", "gated_conv", "dynamic_conv", "involution", "hyena", "global"]
+
+
+def widths(small: bool) -> tuple[list[int], int]:
+  """(the Q1 widths, the Q2 width) of a scale."""
+  return ([32, 64, 128], 64) if small else ([128, 256, 512], 256)
+
+
+def q1_cells(small: bool = True) -> list[tuple[str, str, list[str]]]:
+  """(task, size, [local arm, conv arms...]) of the seven Q1 grid cells."""
+  q1w, _ = widths(small)
+  deep = [stack(m, m) for m in Q1_ARMS]
+  return [
+    *(("q1-dense", f"width{d}", Q1_ARMS) for d in q1w),
+    *(("q1-dense-2", f"width{d}", deep) for d in q1w[:2]),
+    *(("q1-sparse", f"width{d}", Q1_ARMS) for d in q1w[:2]),
+  ]
+
+
+def comparisons(small: bool = True) -> list[dict[str, Any]]:
+  """The pre-registered comparisons (module docstring), family by family, headline first."""
+  rule = "params_non_embedding"
+  q1w, q2w = widths(small)
+  q2size = f"width{q2w}"
   q1 = [
-    dict(question="Q1", task="recall_inside", a="local", b=conv, rule=rule, size=size)
-    for rule, size in (("params_non_embedding", "l"), ("flops", "m"))
-    for conv in Q1_CONVS
-  ]
-  q2 = [
-    dict(question="Q2", task=task, a="local+local+global", b=b, rule=RULES[0], size="l")
-    for task in (["recall_any_long"] if follow_up else []) + ["recall_any"]
-    for b in Q2_STACKS
-  ]
-  q3 = [
-    dict(question="Q3", task=task, a="local", b=b, rule=rule, size="m")
-    for task, rule in ([("lm_long", RULES[0])] if follow_up else []) + [("lm", "flops")]
-    for b in ("gated_conv", "global")
-  ]
-  return q1 + q2 + q3
+    dict(question="Q1", task=task, a=arms[0], b=b, rule=rule, size=size, delta=DELTA["accuracy"],
+         headline=(task, size) == ("q1-dense", f"width{q1w[1]}"))
+    for task, size, arms in q1_cells(small)
+    for b in arms[1:]
+  ]  # fmt: skip
+  q2 = []
+  for task, metric in (("q2-lm", "bits_per_byte"), ("q2-noisy", "accuracy")):
+    pairs = [(LOCAL_HYBRID, b, True) for b in CONV_HYBRIDS]
+    pairs += [
+      (LOCAL_HYBRID, stack(*[m] * 4), False) for m in ("local", "global", "bigbird", "hyena")
+    ]
+    pairs += [(GRIFFIN, LOCAL_HYBRID, False)]
+    q2 += [
+      dict(question="Q2", task=task, a=a, b=b, rule=rule, size=q2size, delta=DELTA[metric],
+           headline=head)
+      for a, b, head in pairs
+    ]  # fmt: skip
+  lm = [
+    dict(question="LM", task="q2-lm", a=stack(*["local"] * 4), b=stack(*[m] * 4), rule=rule,
+         size=q2size, delta=DELTA["bits_per_byte"], headline=False)
+    for m in LM_KINDS
+  ]  # fmt: skip
+  return q1 + q2 + lm
 
 
-# ---- decision rules and checks (pre-registered with the questions; lrm.study.verdicts) ----
-ATTENTION_SOLVES = 0.99  # full attention on recall
-CHANCE_MARGIN = 0.05  # "at chance": at most this above guessing among the context's values
-CONV_FAILS = 0.5  # the ungated conv stays below this accuracy at every width
-
-
-def decide(question: str, rows: Sequence[Mapping[str, Any]], higher: bool) -> str:
-  """The decision rule of Q1 or Q2 (module docstring) over the question's comparisons."""
-  if question not in ("Q1", "Q2"):
-    return ""  # Q3 is descriptive
-  won = [(r, wins(r, higher)) for r in rows]
-  if any(w is None for _, w in won):
-    return "Decision: pending (not every comparison has two or more paired seeds)."
-  if question == "Q1":
-    kinds: dict[str, list[bool]] = defaultdict(list)
-    for r, w in won:
-      kinds[r["b"]].append(bool(w))
-    beaten = [k for k, ws in kinds.items() if all(ws)]
-    matched = [k for k in kinds if k not in beaten]
-    return (
-      f"Decision: local attention beats {', '.join(beaten) or 'no convolution'} at every "
-      f"tested budget; it does not beat (matches) {', '.join(matched) or 'none'}."
-    )
-  alone = [w for r, w in won if r["b"] == "local"]
-  convs = [w for r, w in won if "conv" in r["b"] and "+" in r["b"]]
-  only = bool(alone and alone[0]) and not all(convs)
-  return (
-    "Decision: local attention is "
-    + ("" if only else "not shown to be ")
-    + "useful only in combination (rule: local+local+global beats local alone, and not "
-    "every conv+global stack is beaten by it)."
-  )
-
-
-def _bucket_beyond(test: Mapping[str, float]) -> str | None:
-  """The farthest distance bucket (``acc_d>N``) of a recall cell."""
-  far = [k for k in test if k.startswith("acc_d>")]
-  return far[0] if far else None
-
-
-def checks(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, bool | None, str]]:
-  """This study's sanity checks: (check, passed (None: not run yet), evidence)."""
-  out: list[tuple[str, bool | None, str]] = []
-  recall = sorted({r["task"] for r in records if r["task"].startswith("recall")})
-  # 1. full attention solves recall (every size)
-  full = [r for t in recall for r in select(records, task=t, mixer="global")]
-  groups = means(full, ("task", "size"))
-  ok = all(v >= ATTENTION_SOLVES for v in groups.values()) if groups else None
-
-  def seeds(t: str, s: str) -> str:  # why a mean falls short: its cells, seed by seed
-    cells = sorted((r["seed"], r["value"]) for r in full if (r["task"], r["size"]) == (t, s))
-    return " (" + ", ".join(f"seed {i}: {v:.3f}" for i, v in cells) + ")"
-
-  ev = ", ".join(
-    f"{t} {s}: {v:.3f}" + (seeds(t, s) if v < ATTENTION_SOLVES else "")
-    for (t, s), v in sorted(groups.items())
-  )
-  out.append((f"full attention >= {ATTENTION_SOLVES} on recall", ok, ev or "no cells"))
-  # 2. windowed single mixers at chance beyond their reach (recall at any distance): no
-  # better than guessing among the values in the context (1 / pairs), plus a margin
-  fg: dict[str, list] = defaultdict(list)
-  for r in [r for r in records if r["task"].startswith("recall_any")]:
-    bucket = _bucket_beyond(r.get("test") or {})
-    if r.get("window") is not None and "+" not in r["mixer"] and bucket:
-      level = max(r.get("chance") or 0.0, r.get("chance_context") or 0.0)
-      fg[r["mixer"]].append((r["test"][bucket], level, bucket))
-  ok = all(v <= c + CHANCE_MARGIN for vs in fg.values() for v, c, _ in vs) if fg else None
-  ev = ", ".join(
-    f"{m} {vs[0][2]}: {sum(v for v, _, _ in vs) / len(vs):.3f} (guess {vs[0][1]:.3f})"
-    for m, vs in sorted(fg.items())
-  )
-  out.append(("windowed mixers at chance beyond their reach", ok, ev or "no cells"))
-  # 3. Zoology: ungated conv fails at every width, gated improves with width, attention high
-  conv, gated, local = (
-    means(select(records, task="recall_inside", mixer=m), ("size",))
-    for m in ("conv", "gated_conv", "local")
-  )
-  if conv and gated and local:
-    order = sorted(gated, key=lambda k: size_rank(records, k[0]))
-    ok = (
-      all(v < CONV_FAILS for v in conv.values())
-      and gated[order[-1]] > gated[order[0]]
-      and all(v >= 0.9 for v in local.values())
-    )
-    ev = "; ".join(
-      f"{name} " + ", ".join(f"{k[0]} {d[k]:.3f}" for k in order if k in d)
-      for name, d in (("conv", conv), ("gated_conv", gated), ("local", local))
-    )
-  else:
-    ok, ev = None, "no cells"
-  out.append(
-    (f"conv < {CONV_FAILS} at every width; gated_conv rises with width; local >= 0.9", ok, ev)
-  )
-  # 4. the LM is trained long enough that full attention is not the worst
-  for task in ("lm", "lm_long"):
-    lm = means(select(records, task=task, rule="params_non_embedding"), ("mixer",))
-    if "global" in {k[0] for k in lm} and len(lm) > 1:
-      worst = max(lm, key=lm.get)[0]
-      ok, ev = worst != "global", f"worst bits per byte: {worst} ({lm[(worst,)]:.3f})"
-    elif task == "lm_long":
-      continue  # full scale has no follow-up
-    else:
-      ok, ev = None, "no cells"
-    out.append((f"{task}: full attention is not the worst (else: undertrained)", ok, ev))
-  return out
-
-
-def notes(records: Sequence[Mapping[str, Any]]) -> dict[str, str]:
-  """A line under a task's heading in REPORT.md: what its table cannot say by itself."""
-  out = {}
-  for task, steps in (("lm", "1,000"), ("lm_long", "3,000")):
-    lm = means(select(records, task=task, rule="params_non_embedding"), ("mixer", "size"))
-    sizes = {s for _, s in lm}
-    worst = [s for s in sizes if max((v, m) for (m, z), v in lm.items() if z == s)[1] == "global"]
-    if worst:
-      out[task] = (
-        f"**Undertrained**: full attention has the worst bits per byte at {len(worst)} of "
-        f"{len(sizes)} widths, impossible at convergence (it sees every byte the windowed "
-        f"mixers see); at {steps} steps the ranking measures learning speed."
-      )
-  return out
-
-
-def schedule(n: int) -> dict[str, int]:
-  """``n`` steps with one validation and checkpoint, at the end (budget; cells are short)."""
+def schedule(steps: int, every: int) -> dict[str, int]:
+  """``steps`` with a validation (and its checkpoint) every ``every`` steps."""
   return {
-    "train.steps": n,
-    "train.eval_every": n,
-    "train.checkpoint_every": n,
-    "train.log_every": n // 4,
+    "train.steps": steps,
+    "train.eval_every": every,
+    "train.checkpoint_every": every,
+    "train.log_every": every,
   }
 
 
 def get_study(scale: str = "small") -> dict[str, Any]:
   small = scale == "small"
   size = "size=small" if small else "size=full"
-
-  def steps(n: int) -> dict[str, Any]:
-    return schedule(n) if small else {}
-
-  recall_data = {"data.num_train": 8000, "data.num_val": 300, "data.num_test": 400}
-  recall = dict(config="experiments/recall.py", block=4 if small else 32)  # BigBird, 64 tokens
-  w_inside, w_any = (16, 4) if small else (32, 16)
-  q2_mixers = ["local", "global", "local+local+global", *Q2_STACKS[:-1]]
-  lm_mixers = ["local", "gated_conv", "global", "hyena"]
-  study = dict(
-    name="local_vs_conv",
-    question=__doc__.split("Pre-registered before")[1].split("Design.")[0].split("\n", 1)[1],
-    seeds=[0, 1, 2],
-    rules=RULES,
-    rule_sizes={"flops": ["m"]},  # equal FLOPs at the middle size only (budget)
-    sizes={"s": 32, "m": 48, "l": 64} if small else {"s": 128, "m": 256, "l": 512},
-    lrs=[1e-3, 3e-3, 1e-2] if small else [3e-4, 1e-3, 3e-3],
-    sweep_every_size=True,  # a rate per size: v1's middle-size rate failed at the largest
-    heads=4,
-    comparisons=comparisons(follow_up=small),
-    decide=decide,
-    checks=checks,
-    notes=notes,
-    limits=[
-      "The small scale ran as two processes sharing the 2 cores (`--shard=0/2`, `1/2`): each"
-      " cell's training seconds include contention with whichever cell ran beside it.",
-      "recall_inside holds 12 pairs per 64 tokens at w = 16 (about four per window); how the"
-      " convolutions fare at other densities and widths is not measured here.",
-      "The check 'analytic FLOPs within 15% of XLA' compares conventions wherever an FFT"
-      " runs (hyena, and conv and gated_conv at w = 16, whose 17 taps exceed the direct"
-      " path's 16, so `impl=auto` picks the FFT): lrm"
-      " counts a real FFT of n points as 2.5 n log2 n (the textbook half of a complex FFT),"
-      " while XLA's cost model charges 8 n log2 n for a forward real FFT and 8 (n/2+1) log2 n"
-      " for an inverse (measured: 81,920 FLOPs for rfft of 1,024 points), so their ratios"
-      " sit below 1 by the FFT's share of the work; every other mixer is within 4%.",
-      "Decode costs come from the decode benchmark's model (2 blocks, D = 256), not from the"
-      " study's trained models.",
-      "The two follow-ups (recall_any_long, lm_long) were designed after v2's results were"
-      " seen, though before any of their own cells ran; each runs at one width, so it adds a"
-      " point per mixer, not a curve.",
-      "Most follow-up arms chose the top rate of their sweep ('edge' in the sweep table):"
-      " 3e-3 on recall_any_long, where the next rate up, 1e-2, left every global stack at"
-      " chance after 400 steps (recall_any's sweep); 3e-2 for gated_conv and hyena on"
-      " lm_long, as at widths 32 and 48 on lm.",
-    ],
-    price_per_hour=0.10,  # dollars per machine-hour (lrm.analysis.cost's default VM)
-    decode_context=1024,  # decode cost read from results/bench/decode_cpu.jsonl at this context
-    tasks={
-      "recall_inside": dict(
-        **recall,
-        arg=f"{size},distance=inside,window={{window}}",
-        overrides={
-          **steps(300),
-          **(recall_data if small else {}),
-          "data.num_pairs": INSIDE_PAIRS if small else 32,
-        },
-        mixers=[*Q1_CONVS, "local", "global"],
-        # the convolutions chose the top of 1e-3..1e-2 in the first sweep cells: one more
-        lrs=[1e-3, 3e-3, 1e-2, 3e-2] if small else [3e-4, 1e-3, 3e-3, 1e-2],
-        windows=[w_inside],
-        reference=dict(mixer="local", window=w_inside),
-      ),
-      "recall_any": dict(
-        **recall,
-        arg=f"{size},distance=any,window={{window}}",
-        # at 200 steps full attention reached only 0.81 at width 48 (undertrained)
-        overrides={**steps(400), **recall_data} if small else {},
-        mixers=q2_mixers,
-        windows=[w_any],
-        reference=dict(mixer="local", window=w_any),
-        rules=RULES[:1],  # Q2 is asked at equal non-embedding parameters (budget)
-      ),
-      "lm": dict(
-        config="experiments/lm.py",
-        arg=f"{size},window={{window}}",
-        overrides={**steps(1000), "data.corpus_bytes": 4_000_000} if small else {},
-        lrs=[3e-3, 1e-2, 3e-2] if small else [1e-3, 3e-3, 1e-2],  # v1: all chose its largest
-        mixers=lm_mixers,
-        windows=[8] if small else [128],
-        reference=dict(mixer="local", window=8 if small else 128),
-        block=16 if small else 64,
-      ),
-    },
-    # effective kernels of every family: both recall tasks, middle size, every seed
-    content=dict(tasks=["recall_inside", "recall_any"], radius=16 if small else 32),
+  w = W if small else 32
+  q1w, q2w = widths(small)
+  named = {f"width{d}": d for d in q1w}
+  two = dict(list(named.items())[:2])  # depth 2 and sparse: the two smaller widths
+  q2_width = {f"width{q2w}": q2w}
+  recall_data = (
+    {"data.num_train": 20_000, "data.num_val": 300, "data.num_test": 400} if small else {}
   )
-  if small:  # design v3's follow-ups (module docstring): Q2's arms 4x longer, the LM 3x
-    tasks = study["tasks"]
-    tasks["recall_any_long"] = longer(tasks, "recall_any", 1600, {"l": 64}, [3e-4, 1e-3, 3e-3])
-    tasks["lm_long"] = longer(tasks, "lm", 3000, {"m": 48}, [3e-3, 1e-2, 3e-2])
-  return study
+  q1_run = schedule(600, 60) if small else {}
+  recall = dict(config="experiments/recall.py", block=4 if small else 32, windows=[w])
 
+  def q1(pairs: int, arms: list[str], sizes: dict[str, int], **more: Any) -> dict[str, Any]:
+    return dict(
+      **recall,
+      arg=f"{size},distance=inside,window={{window}}",
+      overrides={**q1_run, **recall_data, "data.num_pairs": pairs if small else 4 * pairs, **more},
+      mixers=arms,
+      sizes=sizes,
+      reference=dict(mixer=arms[0], window=w),
+    )
 
-def longer(
-  tasks: Mapping[str, Any], name: str, steps: int, sizes: dict[str, int], lrs: list[float]
-) -> dict[str, Any]:
-  """Task ``name`` trained for ``steps`` at ``sizes`` only, with its own sweep of ``lrs``, at
-  equal non-embedding parameters (one width: a point per mixer, not a curve)."""
-  task = tasks[name]
-  overrides = {**task["overrides"], **schedule(steps)}
-  return {**task, "overrides": overrides, "sizes": sizes, "lrs": lrs, "rules": RULES[:1],
-          "follow_up": name}  # fmt: skip
+  deep = [stack(m, m) for m in Q1_ARMS]
+  tasks = {
+    "q1-dense": q1(DENSE, Q1_ARMS, named),
+    "q1-dense-2": q1(DENSE, deep, two, **{"data.distance_buckets": (w, w + 2, 2 * w + 2)}),
+    "q1-sparse": q1(SPARSE, [*Q1_ARMS, "global"], two),
+    "q2-lm": dict(
+      config="experiments/lm.py",
+      arg=f"{size},window={{window}}",
+      overrides=(
+        {
+          **schedule(1500, 150),
+          "data.seq_len": 256,
+          "data.corpus_bytes": 4_000_000,
+          "train.batch_size": 8,
+          "train.max_eval_batches": 8,
+        }
+        if small
+        else {"data.seq_len": 1024}
+      ),
+      mixers=[*Q2_ARMS, stack(*["dynamic_conv"] * 4), stack(*["involution"] * 4)],
+      windows=[w if small else 64],
+      sizes=q2_width,
+      reference=dict(mixer=LOCAL_HYBRID, window=w if small else 64),
+      block=16 if small else 64,
+      lrs=[3e-3, 1e-2, 3e-2] if small else [3e-4, 1e-3, 3e-3],
+    ),
+    "q2-noisy": dict(
+      config="experiments/mad.py",
+      arg=f"task=noisy_recall,{size},window={{window}}",
+      overrides=schedule(400, 40) if small else {},
+      mixers=Q2_ARMS,
+      windows=[w],
+      sizes=q2_width,
+      reference=dict(mixer=LOCAL_HYBRID, window=w),
+      block=16,
+      lrs=[1e-3, 3e-3, 1e-2] if small else [3e-4, 1e-3, 3e-3],
+    ),
+    "control-beyond": dict(
+      **recall,
+      arg=f"{size},distance=beyond,window={{window}}",
+      overrides={**q1_run, **recall_data, "data.num_pairs": SPARSE if small else 16},
+      mixers=["local", "conv"],
+      sizes=q2_width,
+      reference=dict(mixer="local", window=w),
+      lrs=[1e-3, 3e-3, 1e-2] if small else [3e-4, 1e-3, 3e-3],
+    ),
+  }
+  headline = dict(seeds=HEADLINE_SEEDS)
+  tasks["q1-dense"]["more_seeds"] = [dict(**headline, mixers=Q1_ARMS, sizes=[f"width{q1w[1]}"])]
+  for t in ("q2-lm", "q2-noisy"):
+    tasks[t]["more_seeds"] = [dict(**headline, mixers=[LOCAL_HYBRID, *CONV_HYBRIDS])]
+  return dict(
+    name="local_vs_conv",
+    version=VERSION,
+    question=__doc__.split("Questions\n---------\n")[1].split("\nTasks (small scale)")[0],
+    seeds=SEEDS,
+    sweep_seeds=[0, 1],
+    rules=["params_non_embedding"],
+    lrs=[3e-3, 1e-2, 3e-2] if small else [1e-3, 3e-3, 1e-2],
+    lr_extend=dict(factor=10 / 3, rounds=2, down=True),
+    sweep_every_size=True,
+    heads=4,
+    comparisons=comparisons(small),
+    margins=DELTA,
+    solved=SOLVED,
+    tasks=tasks,
+    content=dict(tasks=["q1-dense"], radius=W if small else 32),
+    price_per_hour=0.10,
+  )
