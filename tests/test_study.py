@@ -21,7 +21,7 @@ from lrm import mixers, tasks
 from lrm.analysis import budget, counting
 from lrm.mixers import presets
 from lrm.run import Run
-from lrm.study import grid, run, stats, sweep, verdicts
+from lrm.study import grid, provenance, run, stats, sweep, verdicts
 from lrm.train import rundir
 
 COSTS = (
@@ -524,11 +524,11 @@ def test_flagship_v4_design_is_the_frozen_grid():
   assert sum(c["headline"] for c in study["comparisons"]) == 3 + 2 + 2
   # the design hash: the data only, stable, and a grid change is a new hash
   again = grid.load_study(path, "small")
-  assert grid.design_hash(again) == grid.design_hash(study)
+  assert provenance.design_hash(again) == provenance.design_hash(study)
   again["question"] = "reworded"
-  assert grid.design_hash(again) == grid.design_hash(study)  # prose is not design
+  assert provenance.design_hash(again) == provenance.design_hash(study)  # prose is not design
   again["tasks"]["q1-dense"]["overrides"]["train.steps"] = 601
-  assert grid.design_hash(again) != grid.design_hash(study)
+  assert provenance.design_hash(again) != provenance.design_hash(study)
   full = grid.load_study(path, "full")
   assert len(full["comparisons"]) == len(study["comparisons"])
 

@@ -11,9 +11,11 @@ window, and does local attention help in combination with other mixers?
       --scale=full                                            # GPU/TPU
 
 Design v4 (issue 27), frozen in this file before any of its cells ran. Every cell records the
-design's hash (``lrm.study.grid.design_hash``: the data of ``get_study``, without its prose and
-functions) and the git commit it ran at; REPORT.md prints both. A change to the grid after a
-v4 cell has run is a new version (v5), and every version stays in the report.
+design's hash (``lrm.study.provenance.design_hash``: the data of ``get_study``, without its
+prose and functions) and the git commit it ran at; REPORT.md prints both. A change to the grid
+after a v4 cell has run is a new version (v5), and every version stays in the report. The
+functions below ``get_study`` (decision text, checks, report sections) implement the rules
+stated here and are not part of the hash.
 
 Questions
 ---------
@@ -161,7 +163,13 @@ instead of chance; 10 seeds for the headline comparisons.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
+
+from lrm.study import plots, stats, verdicts
+from lrm.study.tables import fmt
+from lrm.study.verdicts import select
 
 VERSION = "v4"
 W = 16  # window radius of every windowed mixer (small scale)
@@ -342,4 +350,313 @@ def get_study(scale: str = "small") -> dict[str, Any]:
     tasks=tasks,
     content=dict(tasks=["q1-dense"], radius=W if small else 32),
     price_per_hour=0.10,
+    decide=decide,
+    checks=checks,
+    sections=sections,
   )
+
+
+# ---- the rules above, applied (not part of the design hash) -------------------------------
+Row = Mapping[str, Any]
+GRID_ROWS = {
+  "q1-dense": "dense, 1 layer",
+  "q1-dense-2": "dense, 2 layers",
+  "q1-sparse": "sparse, 1 layer",
+}
+WORDS = {
+  stats.A_BETTER: "local better",
+  stats.B_BETTER: "conv better",
+  stats.EQUIVALENT: "conv reaches local (equivalent)",
+  stats.INCONCLUSIVE: "inconclusive",
+  None: "pending",
+}
+
+
+def kind(mixer: str) -> str:
+  """The preset a stack repeats: ``conv+conv`` -> ``conv``."""
+  return mixer.split("+")[0]
+
+
+def pretty(mixer: str) -> str:
+  """``local+local+local+global`` -> ``local x3 + global``; ``conv+conv`` -> ``conv x2``."""
+  parts = mixer.split("+")
+  out: list[tuple[str, int]] = []
+  for p in parts:
+    if out and out[-1][0] == p:
+      out[-1] = (p, out[-1][1] + 1)
+    else:
+      out.append((p, 1))
+  if mixer == GRIFFIN:
+    return "griffin (rglru, rglru, local, rglru)"
+  return " + ".join(p if n == 1 else f"{p} x{n}" for p, n in out)
+
+
+def decide(question: str, rows: Sequence[Row], higher: bool) -> str:
+  """The decision rule of one question on one task (module docstring), from the decided
+  comparisons (``lrm.study.verdicts.decisions``)."""
+  if not rows:
+    return ""
+  task = rows[0]["task"]
+  if question == "Q1":
+    cells = []
+    for size in dict.fromkeys(r["size"] for r in rows):
+      mine = [r for r in rows if r["size"] == size]
+      cells.append(f"{size}: " + ", ".join(f"{kind(r['b'])} {WORDS[r['outcome']]}" for r in mine))
+    return f"Decision ({GRID_ROWS.get(task, task)}): " + "; ".join(cells) + "."
+  if question == "Q2":
+    head = [r for r in rows if r.get("headline")]
+    if task == "q2-noisy":
+      g4 = [r for r in rows if r["b"] == stack(*["global"] * 4) and r["b_values"]]
+      if g4 and sum(g4[0]["b_values"]) / len(g4[0]["b_values"]) >= ATTENTION_SOLVES:
+        return (
+          f"Decision: not answerable on this task: global x4 reaches {ATTENTION_SOLVES} (the "
+          "precondition fails), so every stack with a global layer can tie."
+        )
+    best = verdicts.best_on_validation(head, higher)
+    if best is None or best["outcome"] is None:
+      return "Decision: pending (the headline arms have not all finished)."
+    said = {
+      stats.A_BETTER: "local attention helps in combination",
+      stats.EQUIVALENT: "no difference that matters (equivalent within the margin)",
+      stats.B_BETTER: "the convolution hybrid is better",
+      stats.INCONCLUSIVE: "inconclusive",
+    }[best["outcome"]]
+    return (
+      f"Decision ({task}): {said}. Rule: {pretty(LOCAL_HYBRID)} against the conv hybrid with "
+      f"the better validation metric, here {pretty(best['b'])} (validation "
+      f"{best['validation'][best['b']]:.4f})."
+    )
+  if question == "LM":
+    return (
+      "Decision (LM): "
+      + "; ".join(
+        f"{kind(r['b'])}: "
+        + {stats.A_BETTER: "local better", stats.B_BETTER: f"{kind(r['b'])} better"}.get(
+          r["outcome"], WORDS[r["outcome"]].replace("conv reaches local ", "")
+        )
+        for r in rows
+      )
+      + "."
+    )
+  return ""
+
+
+def reach(task: str) -> int:
+  """How far back a tested model reaches (the short conv's 2 plus w per tested layer)."""
+  return (2 * W if task == "q1-dense-2" else W) + 2
+
+
+def guess_line(records: Sequence[Row], task: str) -> float | None:
+  """The guess among the values in reach (``lrm.data.guess``) of a Q1 task's test data."""
+  for r in records:
+    if r["task"] == task and (r.get("levels") or {}).get(f"guess_w{reach(task)}") is not None:
+      return float(r["levels"][f"guess_w{reach(task)}"])
+  return None
+
+
+def checks(records: Sequence[Row]) -> list[tuple[str, bool | None, str]]:
+  """The measurement checks (module docstring); the generic ones follow (verdicts.sanity)."""
+  out: list[tuple[str, bool | None, str]] = []
+  easy = verdicts.means(select(records, task="q1-sparse", mixer="global"), ("size",))
+  ok = all(v >= ATTENTION_SOLVES for v in easy.values()) if easy else None
+  ev = ", ".join(f"{k[0]}: {v:.3f}" for k, v in sorted(easy.items())) or "no cells"
+  out.append((f"global attention >= {ATTENTION_SOLVES} on q1-sparse (easy control)", ok, ev))
+  beyond = select(records, task="control-beyond")
+  worst = []
+  for m in ("local", "conv"):
+    mine = [r for r in beyond if r["mixer"] == m and r.get("value") is not None]
+    if mine:
+      acc = sum(r["value"] for r in mine) / len(mine)
+      level = max(float(mine[0].get("chance") or 0), float(mine[0].get("chance_context") or 0))
+      worst.append((m, acc, level))
+  ok = all(a <= g + 0.05 for _, a, g in worst) if worst else None
+  ev = ", ".join(f"{m} {a:.3f} (context guess {g:.3f})" for m, a, g in worst) or "no cells"
+  out.append(("control-beyond: local and conv <= context guess + 0.05 beyond reach", ok, ev))
+  return out
+
+
+def is_flat(curves: Sequence[tuple], delta: float) -> bool | None:
+  """Whether the seed-mean validation curve moved by at most ``delta`` over its last
+  ``FLAT_EVALS`` evaluations (None: too few evaluations)."""
+  if not curves:
+    return None
+  steps, mean = plots.seed_mean(curves)
+  if len(mean) < FLAT_EVALS:
+    return None
+  tail = mean[-FLAT_EVALS:]
+  return bool(float(tail.max() - tail.min()) <= delta)
+
+
+def arm_table(
+  records: Sequence[Row], out: Path, task: str, size: str, arms: Sequence[str], delta: float
+) -> list[str]:
+  """One row per arm of a task at a width: seeds, mean, sd, seeds solved, flat or not."""
+  curves = plots.learning_curves(records, out, task).get(("params_non_embedding", size), {})
+  recall = not task.startswith("q2-lm")
+  head = ["arm", "n", "test mean", "sd", *(["solved"] if recall else []), "flat", "lr"]
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for arm in arms:
+    mine = sorted(select(records, task=task, mixer=arm, size=size), key=lambda r: r["seed"])
+    vals = [float(r["value"]) for r in mine if r.get("value") is not None]
+    if not vals:
+      lines.append("| " + " | ".join([pretty(arm), "0", "pending", *[""] * (len(head) - 3)]) + " |")
+      continue
+    sm = stats.summarize(vals)
+    k, n = stats.solved(vals, SOLVED)
+    name = mine[0]["name"]
+    flat = is_flat(curves.get(name, []), delta)
+    flat_txt = "-" if flat is None else ("yes" if flat else "**no (still learning)**")
+    solved = f"{k}/{n} | " if recall else ""
+    lines.append(
+      f"| {pretty(arm)} | {sm.n} | {sm.mean:.4f} | {fmt(sm.sd)} | {solved}{flat_txt} | "
+      f"{mine[0]['lr']:g} |"
+    )
+  return lines
+
+
+RELATED = """## Related work, and what each predicts here
+
+- **Cordonnier et al. 2020** (ICLR, "On the relationship between self-attention and
+  convolutional layers"): multi-head self-attention with relative positions can express any
+  convolution. Predicts: local attention at least matches a static conv of its field when
+  both are trained well (Q1's "conv better" outcome would contradict it at convergence).
+- **Wu et al. 2019** (ICLR, "Pay less attention with lightweight and dynamic convolutions"):
+  dynamic convolutions match self-attention on translation and language modelling. Predicts:
+  dynamic_conv close to local on the LM (the LM family).
+- **Han et al. 2022** (ICLR, "On the connection between local attention and dynamic depth-wise
+  convolution"): local attention is a sparse, weight-shared dynamic depthwise convolution;
+  dynamic depthwise convs match local attention on ImageNet. Their dynamic kernels are
+  predicted from the centre position, not from query-key pairs: predicts no such match on a
+  task that needs comparing a query with keys (Q1 dense).
+- **Tay et al. 2021** (ICLR, "Long Range Arena"; ACL, "Are pre-trained convolutions better
+  than pre-trained transformers?"): convolutions are competitive on many tasks but weak where
+  two pieces of the input must be related (retrieval-like tasks). Predicts: "local better" in
+  Q1 dense, parity in Q1 sparse.
+- **ConvNeXt** (Liu et al. 2022) and **Smith et al. 2023** ("ConvNets match vision
+  transformers at scale"): with modern training and enough scale, convs match attention on
+  images. Predicts: gaps that shrink with width (Q1's width axis).
+- **Zoology** (Arora et al. 2023): gated convolutions solve MQAR only when the model width
+  grows with the number of key-value pairs; attention solves it at small width. Predicts:
+  gated_conv reaches local at width 128 before 32, and at sparse before dense.
+- **H3** (Fu et al. 2023) and **Hyena** (Poli et al. 2023): long gated convolutions close
+  most of the gap to attention on language modelling. Predicts: hyena x4 near global x4 on
+  the LM.
+- **Based** (Arora et al. 2024): sliding-window attention with a small window plus linear
+  attention recovers most of attention's recall at a fixed state; the window does the local
+  precise work. Predicts: local attention helps in combination (Q2).
+- **Griffin / RecurrentGemma** (De et al. 2024; Botev et al. 2024): gated linear recurrences
+  (RG-LRU) with local attention (window 1,024 or 2,048) match Transformers at scale.
+  Predicts: griffin near local x3 + global on the LM.
+- **Gemma 2 / Gemma 3** (Gemma Team 2024, 2025): alternating local (window 4,096) and global
+  layers 1:1, then 5:1 with window 1,024, at little quality cost. Predicts: local x3 + global
+  close to global x4 on the LM (Q2's "vs global x4").
+- **MAD** (Poli et al. 2024, "Mechanistic design and scaling of hybrid architectures"):
+  small synthetic tasks rank architectures as their compute-optimal perplexity does; hybrids
+  rank first. Predicts: the conv and local hybrids above the single-kind stacks on q2-noisy.
+- **Okpekpe & Orvieto 2025** (arXiv 2508.19029, "Revisiting associative recall in modern
+  recurrent models"): recurrent models solve recall only in a narrow band of learning rates,
+  while Transformers are robust. Predicts: rglru-based arms whose chosen rate sits near an
+  edge, and large differences between adjacent rates (the sweep table shows both).
+"""
+
+EARLIER = """## Earlier designs (v1-v3)
+
+v3's full report (358 cells, design v2 plus v3's two follow-ups) is kept as it was in
+[v3/REPORT.md](v3/REPORT.md), with its summary.json, lr_sweep.json and plots; v1's results
+are in the git history (838e666). What each found, and why v4 differs (the module
+docstring of the study file has the full list):
+
+- **v1** (w = 4, 6 pairs per 64 tokens, about one pair per window, one tested layer, 300
+  steps): every mixer solved recall inside the window (0.976-0.995), the static conv
+  included.
+- **v2** (w = 16, 12 pairs per 64 tokens, about four per window, widths 32-64, 300 steps):
+  local attention 0.99-1.00, the convolutions 0.33-0.39, about the guess among the values in
+  reach (0.30), which v2's plots did not draw.
+- **v3** (v2's grid, plus Q2's stacks 4x longer and the LM 3x longer): every stack with a
+  global layer reached 0.98-1.00 on recall at any distance, because one global layer already
+  solves it; on the LM, local attention was the worst arm in 3 of 3 seeds at 3,000 steps.
+- **v4** asks Q1 on a grid (density x width x depth) with learning curves, Q2 with
+  depth-matched stacks on tasks one global layer cannot solve, decides with TOST at stated
+  margins, and gives the headline comparisons 10 seeds.
+"""
+
+
+def sections(records: Sequence[Row], out: Path) -> list[str]:
+  """REPORT.md after the answers: the Q1 phase diagram and tables, the Q2 and LM tables,
+  forest plots of every family, related work and the earlier designs."""
+  out = Path(out)
+  decided = verdicts.decisions(records, comparisons(True))
+  lines = ["## Q1: the phase diagram", ""]
+  cells: dict[str, dict[tuple[str, str], dict]] = {}
+  for r in (r for r in decided if r["question"] == "Q1"):
+    cells.setdefault(kind(r["b"]), {})[(GRID_ROWS[r["task"]], r["size"])] = {
+      "mean": r["paired"].diff.mean if r["outcome"] is not None else None,
+      "outcome": r["outcome"],
+    }
+  labels = {stats.A_BETTER: "local better", stats.B_BETTER: "conv better",
+            stats.EQUIVALENT: "equivalent"}  # fmt: skip
+  cols = [f"width{d}" for d in widths(True)[0]]
+  if plots.plot_decision_grid(
+    {f"local - {k}": v for k, v in cells.items()}, out / "q1_phase.png",
+    rows=list(GRID_ROWS.values()), cols=cols, delta=DELTA["accuracy"],
+    title="Q1: local attention - convolution, test accuracy (decision at margin ±0.02, "
+    "simultaneous over the 21 comparisons)", labels=labels,
+  ):  # fmt: skip
+    lines += ["![Q1 phase diagram](q1_phase.png)", ""]
+  for task, size, arms in q1_cells(True):
+    g = guess_line(records, task)
+    lines += [
+      f"**{GRID_ROWS[task]}, {size}** (guess among the values in reach, {reach(task)} tokens: "
+      f"{fmt(g)}):",
+      "",
+      *arm_table(records, out, task, size, arms, DELTA["accuracy"]),
+      "",
+    ]
+  for task, title in (("q2-lm", "Q2 and LM: the byte LM (bits per byte)"),
+                      ("q2-noisy", "Q2: MAD noisy recall (accuracy)")):  # fmt: skip
+    mixers = Q2_ARMS + (
+      [stack(*[k] * 4) for k in ("dynamic_conv", "involution")] if task == "q2-lm" else []
+    )
+    delta = DELTA["bits_per_byte" if task == "q2-lm" else "accuracy"]
+    lines += [f"## {title}", "", *arm_table(records, out, task, "width64", mixers, delta), ""]
+  lines += ["## Paired differences", ""]
+  for q in ("Q1", "Q2", "LM"):
+    mine = [r for r in decided if r["question"] == q]
+    forest = [
+      {
+        "name": f"{r['task']} {r['size']}: {pretty(r['a'])} - {pretty(r['b'])}",
+        "mean": r["interval"].mean if r["outcome"] is not None else None,
+        "lo": r["interval"].lo if r["outcome"] is not None else None,
+        "hi": r["interval"].hi if r["outcome"] is not None else None,
+        "diffs": r["diffs"],
+        "verdict": WORDS[r["outcome"]] if q == "Q1" else (r["outcome"] or "pending"),
+      }
+      for r in mine
+    ]
+    deltas = {r["delta"] for r in mine}
+    name = f"forest_{q.lower()}.png"
+    metric = mine[0]["metric"] if mine else None
+    if len(deltas) == 1 and plots.plot_forest(
+      forest, out / name, delta=deltas.pop(), metric=metric or None,
+      title=f"{q}: paired differences, 95% simultaneous intervals",
+    ):  # fmt: skip
+      lines += [f"![{q} paired differences]({name})", ""]
+    elif mine:  # Q2 mixes bits per byte and accuracy: one plot per task
+      for task in dict.fromkeys(r["task"] for r in mine):
+        part = [f for f, r in zip(forest, mine, strict=True) if r["task"] == task]
+        d = next(r["delta"] for r in mine if r["task"] == task)
+        m = next(r["metric"] for r in mine if r["task"] == task) or None
+        name = f"forest_{q.lower()}_{task}.png"
+        title = f"{q} ({task}): paired differences, 95% simultaneous"
+        if plots.plot_forest(part, out / name, delta=d, metric=m, title=title):
+          lines += [f"![{q} {task} paired differences]({name})", ""]
+  lines += [
+    "## Q3: costs",
+    "",
+    "Measured in a separate pass after the grid, one process alone on the machine (module "
+    "docstring); not run yet.",
+    "",
+    RELATED,
+    EARLIER,
+  ]
+  return lines

@@ -20,9 +20,7 @@ an edge winner (``lrm.study.extend``).
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -185,30 +183,6 @@ def check_sweep(study: Mapping[str, Any]) -> None:
 
 
 sweep_seeds = sweep.sweep_seeds  # the seeds every swept rate runs at
-
-
-def design_hash(study: Mapping[str, Any]) -> str:
-  """The first 12 hex digits of the SHA-256 of the study's design: every entry of the study
-  dict that is data (tasks, mixers, sizes, seeds, rates, comparisons, margins...), in
-  canonical JSON; functions (decision rules, checks, report sections) and prose (``question``,
-  ``limits``) are left out. Each cell records it (``cell.json``), so a report can show that
-  every cell ran under one frozen design; a change of the grid is a new hash."""
-
-  def data(x: Any) -> Any:
-    if isinstance(x, Mapping):
-      return {
-        str(k): data(v) for k, v in sorted(x.items(), key=lambda kv: str(kv[0])) if not callable(v)
-      }
-    if isinstance(x, list | tuple):
-      return [data(v) for v in x]
-    return x
-
-  design = {k: v for k, v in study.items() if k not in PROSE}
-  text = json.dumps(data(design), sort_keys=True, default=str)
-  return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-PROSE = ("question", "limits")  # study entries that are words, not design
 
 
 def all_seeds(study: Mapping[str, Any]) -> list[int]:

@@ -451,3 +451,79 @@ def plot_forest(
   if not rows:
     return False
   return _save(forest_figure(rows, delta, title, metric), path)
+
+
+OUTCOME_MARK = {  # stats.decide's outcomes, as written in a decision-grid cell
+  stats.A_BETTER: "a better",
+  stats.B_BETTER: "b better",
+  stats.EQUIVALENT: "equivalent",
+  stats.INCONCLUSIVE: "inconclusive",
+  None: "pending",
+}
+
+
+def decision_grid_figure(
+  cells: Mapping[str, Mapping[tuple[str, str], Mapping[str, Any]]],
+  rows: Sequence[str],
+  cols: Sequence[str],
+  delta: float,
+  title: str = "",
+  labels: Mapping[str | None, str] | None = None,
+) -> Any:
+  """``plot_decision_grid``'s figure: one panel per key of ``cells``, ``rows`` x ``cols``."""
+  plt = _pyplot()
+  from matplotlib.colors import TwoSlopeNorm
+
+  labels = {**OUTCOME_MARK, **(labels or {})}
+  n = len(cells)
+  fig, axes = plt.subplots(
+    1, n, figsize=(3.2 * n + 1.4, 0.9 * len(rows) + 1.8), squeeze=False, layout="constrained"
+  )
+  means = [
+    float(c["mean"]) for p in cells.values() for c in p.values() if c.get("mean") is not None
+  ]
+  finite = [abs(m) for m in means if math.isfinite(m)]
+  vmax = max([*finite, 2 * delta]) if finite else 2 * delta
+  norm = TwoSlopeNorm(vcenter=0.0, vmin=-vmax, vmax=vmax)
+  im = None
+  for ax, (panel, grid) in zip(axes.flat, cells.items(), strict=True):
+    z = np.full((len(rows), len(cols)), np.nan)
+    for (r, c), cell in grid.items():
+      if r in rows and c in cols and cell.get("mean") is not None:
+        z[rows.index(r), cols.index(c)] = float(cell["mean"])
+    im = ax.imshow(z, cmap="RdBu", norm=norm, aspect="auto")
+    for i, r in enumerate(rows):
+      for j, c in enumerate(cols):
+        cell = grid.get((r, c))
+        if cell is None:
+          text, color = "not in\nthe grid", "grey"
+        else:
+          m = cell.get("mean")
+          value = "" if m is None or not math.isfinite(float(m)) else f"\n{float(m):+.3f}"
+          text, color = labels.get(cell.get("outcome"), str(cell.get("outcome"))) + value, "black"
+        ax.text(j, i, text, ha="center", va="center", fontsize=8, color=color)
+    ax.set_xticks(range(len(cols)), cols)
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_title(panel, fontsize=10)
+  fig.colorbar(im, ax=list(axes.flat), shrink=0.85, pad=0.01, label="mean difference a - b")
+  fig.suptitle(title or f"decision per cell at margin ±{delta:g}", fontsize=10)
+  return fig
+
+
+def plot_decision_grid(
+  cells: Mapping[str, Mapping[tuple[str, str], Mapping[str, Any]]],
+  path: Path,
+  rows: Sequence[str],
+  cols: Sequence[str],
+  delta: float,
+  title: str = "",
+  labels: Mapping[str | None, str] | None = None,
+) -> bool:
+  """A phase diagram of decided comparisons: one panel per key of ``cells`` (e.g. the
+  convolution compared), each a ``rows`` x ``cols`` grid (e.g. task x width) coloured by the
+  mean difference a - b on ONE diverging scale shared by every panel and labelled with the
+  decision (``outcome``, ``stats.decide``; ``labels`` renames them, e.g. "local better") and
+  the mean. A (row, col) missing from a panel is drawn as not in the grid. False if empty."""
+  if not cells:
+    return False
+  return _save(decision_grid_figure(cells, rows, cols, delta, title, labels), path)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from lrm.analysis import cost
-from lrm.study import plots, sweep, tables, verdicts
+from lrm.study import plots, provenance, sweep, tables, verdicts
 
 MEASURED = ("costs", "receptive_field", "kernels")  # what a cell.json of this lrm holds
 OLD_COSTS = ("params", "train_flops_per_token")  # top-level in older cell.json files
@@ -91,6 +91,7 @@ def _record(study: Mapping[str, Any], info: dict, res: dict, wd: str, ctx: dict)
     "test": res["best"]["test"],
     "chance": levels.get("chance"),
     "chance_context": levels.get("context_guess"),  # recall: guessing among the context
+    "levels": levels,  # every reference level of the main metric (guess_w<r>: in reach r)
     "target": info["budget"]["target"],
     "achieved": info["budget"]["achieved"],
     "rf_measured": init.get("size", field.get("size")),  # at init (else trained)
@@ -105,6 +106,9 @@ def _record(study: Mapping[str, Any], info: dict, res: dict, wd: str, ctx: dict)
     "missing": [k for k in MEASURED if k not in info],
     "key": info.get("key"),
     "workdir": wd,
+    "design": info.get("design"),  # lrm.study.grid.design_hash of the study it ran under
+    "commit": (info.get("code") or {}).get("commit"),
+    "dirty": (info.get("code") or {}).get("dirty"),
   }
 
 
@@ -140,11 +144,42 @@ def missing_section(rows: list[dict[str, Any]]) -> list[str]:
   ]
 
 
+def decision_answers(study: Mapping[str, Any], rows: list[dict]) -> list[str]:
+  """The answers of a study whose comparisons carry a margin (``delta``): three-valued, family
+  by family (``verdicts.decisions``), then the study's own rule (``decide``) per question."""
+  decided = verdicts.decisions(rows, study["comparisons"])
+  families = list(dict.fromkeys(r["question"] for r in decided))
+  sizes = ", ".join(f"{q} {sum(r['question'] == q for r in decided)}" for q in families)
+  lines = [
+    "## Answers",
+    "",
+    "Each comparison is a - b of the test metric, paired by seed. Within each family (the",
+    f"question: {sizes} comparisons) the intervals are simultaneous 95% (Bonferroni) and",
+    "the two one-sided tests (TOST) at the margin are Holm-corrected. Three values: better",
+    "by more than the margin (the whole simultaneous interval beyond it), equivalent within",
+    "it (TOST), else inconclusive. Headline comparisons are marked **H**.",
+    "",
+  ]
+  for q in families:
+    for task in dict.fromkeys(r["task"] for r in decided if r["question"] == q):
+      mine = [r for r in decided if (r["question"], r["task"]) == (q, task)]
+      lines += [f"**{q}** ({task}):"]
+      for r in mine:
+        mark = "**H** " if r.get("headline") else ""
+        lines.append(f"- {mark}({r['size']}) {r['line']}")
+      decision = verdicts.conclusion(study, q, mine, mine[0]["higher"])
+      lines += ["", decision, ""] if decision else [""]
+  return lines
+
+
 def answers(study: Mapping[str, Any], rows: list[dict]) -> list[str]:
-  """The three verdicts: the pre-registered comparisons, Holm-corrected, by question."""
+  """The three verdicts: the pre-registered comparisons, Holm-corrected, by question (with
+  margins: ``decision_answers``)."""
   specs = study.get("comparisons") or []
   if not specs:
     return []
+  if all("delta" in c for c in specs):
+    return decision_answers(study, rows)
   compared = verdicts.compare(rows, specs)
   higher = {r["task"]: not plots.lower_is_better(r["metric"]) for r in rows}
   lines = [
@@ -223,6 +258,7 @@ def write_report(
     "checkpoint; intervals are 95% t-intervals over seeds (sample sd, ddof = 1).",
     "",
     *missing_section(rows),
+    *provenance.lines(study, rows),
     *answers(study, rows),
     *(study["sections"](rows, out) if study.get("sections") else []),  # the study's own
   ]

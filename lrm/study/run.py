@@ -28,7 +28,6 @@ A cell whose results.json exists is not trained again; one whose cell.json lacks
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -41,7 +40,7 @@ from flax import nnx
 from lrm.analysis import content, cost, counting
 from lrm.analysis import receptive_field as rf
 from lrm.run import Run
-from lrm.study import extend, grid, report, sweep
+from lrm.study import extend, grid, provenance, report, sweep
 from lrm.train import loop, rundir
 
 RF_LENGTH = 256  # the receptive field is measured on at most this many tokens
@@ -126,25 +125,6 @@ def measure(
   return out
 
 
-def code_version() -> dict[str, Any] | None:
-  """The git commit of the lrm checkout that trains a cell, and whether it had uncommitted
-  changes to tracked files (None outside a git checkout or without git)."""
-  root = Path(__file__).resolve().parents[2]
-  try:
-    head = subprocess.run(
-      ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
-    )
-    dirty = subprocess.run(
-      ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-      capture_output=True, text=True, timeout=10,
-    )  # fmt: skip
-  except (OSError, subprocess.SubprocessError):
-    return None
-  if head.returncode != 0:
-    return None
-  return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
-
-
 def read_cell(workdir: Path) -> dict[str, Any] | None:
   """The cell's cell.json, or None if it is missing or does not parse."""
   try:
@@ -183,8 +163,8 @@ def run_cell(plan: grid.Planner, cell: grid.Cell, out: Path) -> dict[str, Any] |
       return None
     measured = measure(wd, cell.mixer, radius, xla, first)
   info = {"cell": cell.to_dict(), "key": cell.key, "name": cell.name, **info, **measured}
-  info.setdefault("design", grid.design_hash(plan.study))  # trained under this design
-  info.setdefault("code", code_version())
+  info.setdefault("design", provenance.design_hash(plan.study))  # trained under this design
+  info.setdefault("code", provenance.code_version())
   rundir.write_json(wd / "cell.json", info)
   return results
 

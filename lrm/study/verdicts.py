@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lrm.study import stats
+from lrm.study import plots, stats
 
 Record = Mapping[str, Any]
 
@@ -120,3 +120,69 @@ def means(records: Sequence[Record], keys: tuple[str, ...]) -> dict[tuple, float
 def size_rank(records: Sequence[Record], size: str) -> float:
   widths = [r.get("size_width") for r in records if r.get("size") == size]
   return float(widths[0]) if widths and widths[0] is not None else 0.0
+
+
+def decisions(records: Sequence[Record], specs: Sequence[Mapping[str, Any]]) -> list[dict]:
+  """The pre-registered comparisons with a margin (each spec's ``delta``), decided family by
+  family (a family is a ``question``): a - b of the test metric paired by seed, Holm-corrected
+  paired t-tests and TOSTs and Bonferroni simultaneous 95% intervals within the family, and
+  the three-valued ``stats.decide``. Each row: the spec, ``name``, ``seeds``, ``higher``
+  (higher is better), ``diffs`` (per seed), ``paired``, ``tost``, ``interval``, ``outcome``
+  (None while fewer than 2 seeds pair), ``line`` (``stats.decision_line`` or pending) and
+  ``validation`` ({arm: mean validation over the paired seeds}, for rules that choose an arm
+  on validation)."""
+  rows: list[dict] = []
+  for spec in specs:
+    where = {k: spec[k] for k in ("task", "rule", "size")}
+    a, b = (select(records, mixer=spec[m], **where) for m in ("a", "b"))
+    ta, tb = by_seed(a), by_seed(b)
+    seeds = sorted(set(ta) & set(tb))
+    va, vb = by_seed(a, "validation_value"), by_seed(b, "validation_value")
+    metric = next((r["metric"] for r in [*a, *b] if r.get("metric")), "")
+    higher = not plots.lower_is_better(metric)
+    name = f"{spec['a']} vs {spec['b']}"
+    x, y = [ta[s] for s in seeds], [tb[s] for s in seeds]
+    rows.append(
+      {
+        **spec,
+        "name": name,
+        "seeds": seeds,
+        "metric": metric,
+        "higher": higher,
+        "diffs": [u - v for u, v in zip(x, y, strict=True)],
+        "a_values": x,
+        "b_values": y,
+        "paired": stats.paired(x, y, name),
+        "tost": stats.tost(x, y, float(spec["delta"]), name=name),
+        "validation": {
+          spec[m]: mean_of([{"v": v[s]} for s in seeds if s in v], "v")
+          for m, v in (("a", va), ("b", vb))
+        },
+      }
+    )
+  for family in dict.fromkeys(r["question"] for r in rows):
+    mine = [r for r in rows if r["question"] == family]
+    paired = stats.correct([r["paired"] for r in mine])
+    tosts = stats.correct_tost([r["tost"] for r in mine])
+    intervals = stats.simultaneous(paired)
+    for r, p, e, i in zip(mine, paired, tosts, intervals, strict=True):
+      r.update(paired=p, tost=e, interval=i)
+      if p.n < 2:
+        r["outcome"] = None
+        r["line"] = f"{r['name']}: pending ({p.n} paired seeds)"
+        continue
+      args = (p, e, i, float(r["delta"]))
+      r["outcome"] = stats.decide(*args, higher_is_better=r["higher"])
+      r["line"] = stats.decision_line(*args, r["a"], r["b"], higher_is_better=r["higher"])
+  return rows
+
+
+def best_on_validation(rows: Sequence[Mapping[str, Any]], higher: bool) -> Mapping[str, Any] | None:
+  """Of comparisons that share ``a``, the one whose ``b`` has the best mean validation metric
+  over its paired seeds (the strongest rival, chosen without looking at test); None if a
+  rival has no validation value yet."""
+  vals = [(r["validation"].get(r["b"]), r) for r in rows]
+  if not vals or any(v is None or v != v for v, _ in vals):
+    return None
+  pick = max if higher else min
+  return pick(vals, key=lambda vr: vr[0])[1]
