@@ -556,3 +556,21 @@ def test_more_seeds_add_seeds_to_some_arms_only_and_bad_entries_are_clear(tmp_pa
     spec.write_text(text.replace(good, bad))
     with pytest.raises(ValueError, match=says):
       grid.load_study(spec, "small")
+
+
+def test_study_costs_measures_an_arm_on_its_own_model(tiny_study):
+  from benchmarks import study_costs
+
+  spec, out, _ = tiny_study
+  study = grid.load_study(spec, "small")
+  from lrm.study import report
+
+  report.write_report(study, out)
+  arms = study_costs.arms(out)
+  assert {(a["mixer"], a["seed"]) for a in arms} == {("conv", 0), ("local", 0)}  # lowest seed
+  got = study_costs.measure(out, arms[1], steps=1, repeats=1, batches=(1,))
+  cfg = json.loads((out / arms[1]["workdir"] / "config.json").read_text())
+  assert got["width"] == cfg["model"]["dim"] and got["batch"] == cfg["train"]["batch_size"]
+  assert got["train_step_ms"]["n"] == 1 and got["train_step_ms"]["median"] > 0
+  assert got["decode_ms"]["1"]["status"] == "ok" and got["decode_ms"]["1"]["median"] > 0
+  assert got["cache_bytes"] > 0  # local attention keeps its window of keys and values

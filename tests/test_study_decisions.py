@@ -4,6 +4,7 @@ Summary records only: no training, no JAX."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -140,3 +141,30 @@ def test_decision_grid_shares_one_scale_and_marks_cells_not_in_the_grid(tmp_path
   assert plots.plot_decision_grid(cells, tmp_path / "g.png", ["dense"], ["w32"], 0.02)
   assert (tmp_path / "g.png").stat().st_size > 0
   assert plots.plot_decision_grid({}, tmp_path / "none.png", [], [], 0.02) is False
+
+
+def test_pareto_front_keeps_the_arms_nothing_beats_on_both():
+  pts = [(1.0, 0.5), (2.0, 0.9), (3.0, 0.8), (0.5, 0.2), (2.0, 0.7), (float("nan"), 1.0)]
+  assert plots.pareto_front(pts, lower_is_better=False) == [3, 0, 1]  # cheapest first
+  bits = [(1.0, 2.0), (2.0, 1.5), (3.0, 1.7)]
+  assert plots.pareto_front(bits, lower_is_better=True) == [0, 1]
+
+
+def test_flagship_cost_section_reads_the_costs_benchmark(tmp_path):
+  study = grid.load_study(FLAGSHIP, "small")
+  mod = grid.load_module(FLAGSHIP)
+  arms = (("local+local+local+local", 2.0), ("conv+conv+conv+conv", 2.1))
+  rows = [rec("q2-lm", m, s, v + 0.01 * s, "width64", metric="bits_per_byte", train_steps=1500,
+              workdir=f"runs/{m}/seed{s}") for s in range(3) for m, v in arms]  # fmt: skip
+  costs = [
+    {"task": "q2-lm", "mixer": m, "size": "width64", "train_step_ms": {"median": ms},
+     "decode_ms": {"1": {"status": "ok", "median": 0.5}, "16": {"status": "unsupported"}},
+     "cache_bytes": cb, "train_flops_per_token": 1e6, "xla_forward_flops": 2e8,
+     "analytic_forward_flops": 1.9e8}
+    for m, ms, cb in (("local+local+local+local", 60.0, 4096), ("conv+conv+conv+conv", 50.0, 2048))
+  ]  # fmt: skip
+  assert "not run yet" in "\n".join(mod.q3_section(rows, tmp_path))
+  (tmp_path / "costs.jsonl").write_text("".join(json.dumps(c) + "\n" for c in costs) + "{bad\n")
+  text = "\n".join(mod.q3_section(rows, tmp_path))
+  assert "| local x4 | width64 | 2.01 | 60.00 | 90 | 0.500 | unsupported | 4,096 |" in text
+  assert (tmp_path / "q3_q2-lm.png").exists() and study["tasks"]["q2-lm"]

@@ -163,6 +163,7 @@ instead of chance; 10 seeds for the headline comparisons.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -353,6 +354,7 @@ def get_study(scale: str = "small") -> dict[str, Any]:
     decide=decide,
     checks=checks,
     sections=sections,
+    label=pretty,
   )
 
 
@@ -585,7 +587,7 @@ def sections(records: Sequence[Row], out: Path) -> list[str]:
   """REPORT.md after the answers: the Q1 phase diagram and tables, the Q2 and LM tables,
   forest plots of every family, related work and the earlier designs."""
   out = Path(out)
-  decided = verdicts.decisions(records, comparisons(True))
+  decided = verdicts.decisions(records, comparisons(True), pretty)
   lines = ["## Q1: the phase diagram", ""]
   cells: dict[str, dict[tuple[str, str], dict]] = {}
   for r in (r for r in decided if r["question"] == "Q1"):
@@ -650,13 +652,107 @@ def sections(records: Sequence[Row], out: Path) -> list[str]:
         title = f"{q} ({task}): paired differences, 95% simultaneous"
         if plots.plot_forest(part, out / name, delta=d, metric=m, title=title):
           lines += [f"![{q} {task} paired differences]({name})", ""]
-  lines += [
-    "## Q3: costs",
-    "",
-    "Measured in a separate pass after the grid, one process alone on the machine (module "
-    "docstring); not run yet.",
-    "",
-    RELATED,
-    EARLIER,
-  ]
+  lines += [*q3_section(records, out), RELATED, EARLIER]
   return lines
+
+
+COSTS_FILE = "costs.jsonl"  # benchmarks/study_costs.py's output in the study folder
+PARETO = {
+  "train_step_ms": "training step (ms, median)",
+  "decode_ms_1": "decode step at batch 1 (ms)",
+  "cache_bytes": "decoding state per sequence (bytes)",
+  "train_flops_per_token": "training FLOPs per token (algorithmic)",
+}
+
+
+def read_costs(out: Path) -> dict[tuple, dict]:
+  """``{(task, mixer, size): record}`` of ``benchmarks/study_costs.py`` ({} before it ran)."""
+  path = Path(out) / COSTS_FILE
+  got: dict[tuple, dict] = {}
+  for line in path.read_text().splitlines() if path.exists() else []:
+    try:
+      r = json.loads(line)
+    except ValueError:
+      continue
+    got[(r["task"], r["mixer"], r.get("size"))] = r
+  return got
+
+
+def q3_section(records: Sequence[Row], out: Path) -> list[str]:
+  """Q3: each arm's measured costs beside its quality, Pareto plots per task, and the
+  validation curves against training seconds (steps x the measured step time)."""
+  costs = read_costs(out)
+  lines = ["## Q3: costs", ""]
+  if not costs:
+    return [
+      *lines,
+      "Measured in a separate pass after the grid, one process alone on the machine "
+      "(`python benchmarks/study_costs.py --out=results/local_vs_conv`); not run yet.",
+      "",
+    ]
+  lines += [
+    "From `benchmarks/study_costs.py` (costs.jsonl), one process alone on the machine, compile",
+    "excluded: median of repeated timings on each arm's own model (width, window, context and",
+    "batch as trained). Decode: ms per step (one new token per sequence) at the task's length.",
+    "FLOPs per token: lrm's algorithmic count; XLA's count of the same forward beside it.",
+    "",
+  ]
+  for task in dict.fromkeys(k[0] for k in costs):
+    mine = {k: v for k, v in costs.items() if k[0] == task}
+    head = ["arm", "size", "test mean", "train step ms", "train s (all steps)",
+            "decode ms b1", "decode ms b16", "cache bytes", "train FLOPs/token",
+            "forward FLOPs alg / XLA"]  # fmt: skip
+    lines += [f"**{task}**:", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    arms = []
+    for (_, mixer, size), c in mine.items():
+      vals = [r["value"] for r in select(records, task=task, mixer=mixer, size=size)]
+      sm = stats.summarize(vals) if vals else None
+      steps = next((r for r in records if r["task"] == task), {}).get("train_steps")
+      step_ms = c["train_step_ms"]["median"]
+      dec = {b: c["decode_ms"].get(b, {}) for b in ("1", "16")}
+      dtxt = {b: f"{d['median']:.3f}" if d.get("status") == "ok" else d.get("status", "-")
+              for b, d in dec.items()}  # fmt: skip
+      xla, alg = c.get("xla_forward_flops"), c.get("analytic_forward_flops")
+      lines.append(
+        f"| {pretty(mixer)} | {size} | {fmt(sm.mean if sm else None, 4)} | {step_ms:.2f} | "
+        f"{fmt(step_ms * steps / 1e3 if steps else None)} | {dtxt['1']} | {dtxt['16']} | "
+        f"{c['cache_bytes']:,} | {fmt(c.get('train_flops_per_token'))} | "
+        f"{fmt(alg)} / {fmt(xla)} |"
+      )
+      if sm is not None:
+        arms.append({
+          "name": pretty(mixer) + ("" if len({k[2] for k in mine}) == 1 else f" {size}"),
+          "mean": sm.mean, "lo": sm.lo if sm.n > 1 else None, "hi": sm.hi if sm.n > 1 else None,
+          "train_step_ms": step_ms, "cache_bytes": c["cache_bytes"],
+          "decode_ms_1": dec["1"].get("median"),
+          "train_flops_per_token": c.get("train_flops_per_token"),
+        })  # fmt: skip
+    lines.append("")
+    metric = next((r["metric"] for r in records if r["task"] == task), "accuracy")
+    name = f"q3_{task}.png"
+    if plots.plot_pareto(arms, out / name, PARETO, metric, title=f"{task}: quality against cost"):
+      lines += [f"![{task}: quality against cost]({name})", ""]
+    curves = plots.learning_curves(records, out, task)
+    timed = {
+      key: {
+        n: [(s * costs[(task, m, key[1])]["train_step_ms"]["median"] / 1e3, v) for s, v in cs]
+        for n, cs in arms_.items()
+        for m in [_mixer_of(records, task, n)]
+        if (task, m, key[1]) in costs
+      }
+      for key, arms_ in curves.items()
+    }
+    timed = {k: v for k, v in timed.items() if v}
+    if timed:
+      fig = plots.learning_curve_figure(
+        timed, task, metric, {}, xlabel="training seconds (steps x measured step time)"
+      )
+      name = f"q3_{task}_seconds.png"
+      plots._save(fig, out / name)
+      lines += [f"![{task}: validation against training seconds]({name})", ""]
+  return lines
+
+
+def _mixer_of(records: Sequence[Row], task: str, name: str) -> str | None:
+  """The preset of an arm's display name (``local-w16`` -> ``local``) in a task."""
+  return next((r["mixer"] for r in records if r["task"] == task and r["name"] == name), None)

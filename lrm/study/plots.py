@@ -303,9 +303,11 @@ def learning_curve_figure(
   task: str,
   metric: str,
   levels: Mapping[str, float | None],
+  xlabel: str = "training step",
 ) -> Any:
   """One panel per (rule, size) of ``learning_curves``: each seed thin, the mean thick, one
-  colour per arm, the reference ``levels`` that fall near the values (``y_limits``)."""
+  colour per arm, the reference ``levels`` that fall near the values (``y_limits``); the
+  curves' x may be steps or anything else (``xlabel``: e.g. steps times a step's seconds)."""
   plt = _pyplot()
   from matplotlib.lines import Line2D
 
@@ -348,7 +350,7 @@ def learning_curve_figure(
     where += [f"equal {rule.replace('_', ' ')}"] if several_rules else []
     if where:
       ax.set_title(", ".join(where), fontsize=10)
-    ax.set_xlabel("training step")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(label + (" (lower is better)" if lower_is_better(metric) else ""))
     ax.grid(alpha=0.3)
   handles["each seed (thin)"] = Line2D([], [], color="grey", lw=0.8, alpha=0.6)
@@ -527,3 +529,65 @@ def plot_decision_grid(
   if not cells:
     return False
   return _save(decision_grid_figure(cells, rows, cols, delta, title, labels), path)
+
+
+def pareto_front(points: Sequence[tuple[float, float]], lower_is_better: bool) -> list[int]:
+  """Indices of the points (cost, quality) no other point beats on both (cost lower or
+  equal and quality better or equal, one strictly), cheapest first."""
+  sign = 1.0 if lower_is_better else -1.0  # quality to minimise
+  idx = [i for i, (c, q) in enumerate(points) if math.isfinite(c) and math.isfinite(q)]
+  front = [
+    i for i in idx
+    if not any(
+      points[j][0] <= points[i][0] and sign * points[j][1] <= sign * points[i][1]
+      and (points[j][0] < points[i][0] or sign * points[j][1] < sign * points[i][1])
+      for j in idx
+    )
+  ]  # fmt: skip
+  return sorted(front, key=lambda i: points[i][0])
+
+
+def pareto_figure(
+  arms: Sequence[Mapping[str, Any]], costs: Mapping[str, str], metric: str, title: str = ""
+) -> Any:
+  """``plot_pareto``'s figure: one panel per cost, quality against it on a log axis."""
+  plt = _pyplot()
+  lo_best = lower_is_better(metric)
+  fig, axes = plt.subplots(
+    1, len(costs), figsize=(4.6 * len(costs) + 0.6, 4.4), squeeze=False, layout="constrained"
+  )
+  for ax, (key, label) in zip(axes.flat, costs.items(), strict=True):
+    pts = [(float(a.get(key) or math.nan), float(a["mean"])) for a in arms]
+    for a, (x, y) in zip(arms, pts, strict=True):
+      if not (math.isfinite(x) and math.isfinite(y)):
+        continue
+      err = [[y - a["lo"]], [a["hi"] - y]] if a.get("lo") is not None else None
+      ax.errorbar(x, y, yerr=err, fmt="o", color="C0", capsize=3, ms=4)
+      ax.annotate(str(a["name"]), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    front = pareto_front(pts, lo_best)
+    if len(front) > 1:
+      ax.step([pts[i][0] for i in front], [pts[i][1] for i in front], where="post",
+              color="C3", lw=1, label="Pareto front")  # fmt: skip
+      ax.legend(fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel(label)
+    ax.set_ylabel(f"test {metric.replace('_', ' ')}" + (" (lower is better)" if lo_best else ""))
+    ax.grid(alpha=0.3, which="both")
+  if title:
+    fig.suptitle(title, fontsize=10)
+  return fig
+
+
+def plot_pareto(
+  arms: Sequence[Mapping[str, Any]],
+  path: Path,
+  costs: Mapping[str, str],
+  metric: str,
+  title: str = "",
+) -> bool:
+  """Quality (``mean`` with optional ``lo``/``hi``) of each arm (``name``) against each cost
+  (``costs``: record key -> axis label), log-x, with the Pareto front (the arms no other arm
+  beats on both quality and that cost). False if no arm has a value."""
+  if not any(a.get("mean") is not None for a in arms):
+    return False
+  return _save(pareto_figure(arms, costs, metric, title), path)

@@ -11,10 +11,12 @@ checklist, the content panel, the cost table), then the limits.
 summary.json: one record per finished cell (``records``): task, mixer (hybrids with ``+``),
 window, size, size_width, rule, lr, seed, in_study (the arm's chosen rate), params,
 params_non_embedding, train_flops_per_token (algorithmic), executed_train_flops_per_token,
-train_seconds (training steps only: no compilation, no evaluation), wall_time_s, metric,
+train_seconds (training steps only: no compilation, no evaluation), train_steps, best_step,
+wall_time_s, metric,
 value (test, best-validation checkpoint), validation_value, test (every test metric),
 chance, rf_measured, rf_analytic, kernel_variation, xla_ratio, decode_ms_per_token,
-cache_bytes, train_dollars, key, workdir.
+cache_bytes, train_dollars, key, workdir, levels (the main metric's reference levels),
+design, commit and dirty (``lrm.study.provenance``).
 """
 
 from __future__ import annotations
@@ -84,6 +86,8 @@ def _record(study: Mapping[str, Any], info: dict, res: dict, wd: str, ctx: dict)
     "train_flops_per_token": costs.get("train_flops_per_token"),
     "executed_train_flops_per_token": costs.get("executed_train_flops_per_token"),
     "train_seconds": seconds,
+    "train_steps": (res.get("final") or {}).get("step"),  # the last step trained
+    "best_step": res["best"].get("step"),  # the checkpoint whose test metric is ``value``
     "wall_time_s": res.get("wall_time_s"),
     "metric": metric,
     "value": res["best"]["test"].get(metric),
@@ -147,7 +151,7 @@ def missing_section(rows: list[dict[str, Any]]) -> list[str]:
 def decision_answers(study: Mapping[str, Any], rows: list[dict]) -> list[str]:
   """The answers of a study whose comparisons carry a margin (``delta``): three-valued, family
   by family (``verdicts.decisions``), then the study's own rule (``decide``) per question."""
-  decided = verdicts.decisions(rows, study["comparisons"])
+  decided = verdicts.decisions(rows, study["comparisons"], study.get("label"))
   families = list(dict.fromkeys(r["question"] for r in decided))
   sizes = ", ".join(f"{q} {sum(r['question'] == q for r in decided)}" for q in families)
   lines = [

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from lrm.study import plots, stats
@@ -122,7 +122,11 @@ def size_rank(records: Sequence[Record], size: str) -> float:
   return float(widths[0]) if widths and widths[0] is not None else 0.0
 
 
-def decisions(records: Sequence[Record], specs: Sequence[Mapping[str, Any]]) -> list[dict]:
+def decisions(
+  records: Sequence[Record],
+  specs: Sequence[Mapping[str, Any]],
+  label: Callable[[str], str] | None = None,
+) -> list[dict]:
   """The pre-registered comparisons with a margin (each spec's ``delta``), decided family by
   family (a family is a ``question``): a - b of the test metric paired by seed, Holm-corrected
   paired t-tests and TOSTs and Bonferroni simultaneous 95% intervals within the family, and
@@ -130,7 +134,8 @@ def decisions(records: Sequence[Record], specs: Sequence[Mapping[str, Any]]) -> 
   (higher is better), ``diffs`` (per seed), ``paired``, ``tost``, ``interval``, ``outcome``
   (None while fewer than 2 seeds pair), ``line`` (``stats.decision_line`` or pending) and
   ``validation`` ({arm: mean validation over the paired seeds}, for rules that choose an arm
-  on validation)."""
+  on validation). ``label`` names the arms in ``name`` and ``line`` (default: their presets).
+  """
   rows: list[dict] = []
   for spec in specs:
     where = {k: spec[k] for k in ("task", "rule", "size")}
@@ -140,7 +145,8 @@ def decisions(records: Sequence[Record], specs: Sequence[Mapping[str, Any]]) -> 
     va, vb = by_seed(a, "validation_value"), by_seed(b, "validation_value")
     metric = next((r["metric"] for r in [*a, *b] if r.get("metric")), "")
     higher = not plots.lower_is_better(metric)
-    name = f"{spec['a']} vs {spec['b']}"
+    show = label or str
+    name = f"{show(spec['a'])} vs {show(spec['b'])}"
     x, y = [ta[s] for s in seeds], [tb[s] for s in seeds]
     rows.append(
       {
@@ -173,7 +179,10 @@ def decisions(records: Sequence[Record], specs: Sequence[Mapping[str, Any]]) -> 
         continue
       args = (p, e, i, float(r["delta"]))
       r["outcome"] = stats.decide(*args, higher_is_better=r["higher"])
-      r["line"] = stats.decision_line(*args, r["a"], r["b"], higher_is_better=r["higher"])
+      show = label or str
+      r["line"] = stats.decision_line(
+        *args, show(r["a"]), show(r["b"]), higher_is_better=r["higher"]
+      )
   return rows
 
 
