@@ -136,7 +136,7 @@ def test_decision_grid_shares_one_scale_and_marks_cells_not_in_the_grid(tmp_path
   assert len(images) == 2 and {(im.norm.vmin, im.norm.vmax) for im in images} == {(-0.6, 0.6)}
   texts = [t.get_text() for ax in fig.axes for t in ax.texts]
   assert "a better\n+0.600" in texts and "equivalent\n+0.010" in texts and "pending" in texts
-  assert texts.count("not in\nthe grid") == 3 + 2
+  assert texts.count("not run\n(cut)") == 3 + 2
   plots._pyplot().close(fig)
   assert plots.plot_decision_grid(cells, tmp_path / "g.png", ["dense"], ["w32"], 0.02)
   assert (tmp_path / "g.png").stat().st_size > 0

@@ -498,7 +498,7 @@ def decision_grid_figure(
       for j, c in enumerate(cols):
         cell = grid.get((r, c))
         if cell is None:
-          text, color = "not in\nthe grid", "grey"
+          text, color = "not run\n(cut)", "grey"
         else:
           m = cell.get("mean")
           value = "" if m is None or not math.isfinite(float(m)) else f"\n{float(m):+.3f}"
@@ -525,7 +525,7 @@ def plot_decision_grid(
   convolution compared), each a ``rows`` x ``cols`` grid (e.g. task x width) coloured by the
   mean difference a - b on ONE diverging scale shared by every panel and labelled with the
   decision (``outcome``, ``stats.decide``; ``labels`` renames them, e.g. "local better") and
-  the mean. A (row, col) missing from a panel is drawn as not in the grid. False if empty."""
+  the mean. A (row, col) missing from a panel is drawn as "not run (cut)". False if empty."""
   if not cells:
     return False
   return _save(decision_grid_figure(cells, rows, cols, delta, title, labels), path)
