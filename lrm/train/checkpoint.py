@@ -373,8 +373,12 @@ class Checkpoints:
     self._unsealed.clear()
 
   def close(self) -> None:
-    self.wait()
-    self.manager.close()
+    """Commit the pending save, then stop orbax's threads even if that commit failed (a full
+    disk): a thread left running could still write a temporary folder after its removal."""
+    try:
+      self.wait()
+    finally:
+      self.manager.close()
 
 
 def _move_aside(src: Path) -> Path:

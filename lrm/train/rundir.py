@@ -53,6 +53,7 @@ import shutil
 import signal
 import socket
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -474,10 +475,16 @@ class WorkdirLock:
     self.release()
 
 
-def remove_unfinished_saves(workdir: Path | str) -> None:
-  """Delete interrupted orbax saves (``*.orbax-checkpoint-tmp``), e.g. after a full disk."""
-  for p in (Path(workdir) / "checkpoints").glob("*.orbax-checkpoint-tmp*"):
-    shutil.rmtree(p, ignore_errors=True)
+def remove_unfinished_saves(workdir: Path | str, tries: int = 5) -> None:
+  """Delete interrupted orbax saves (``*.orbax-checkpoint-tmp``), e.g. after a full disk. A
+  removal that races a file still being closed is tried again (``tries`` times, 0.1 s apart)."""
+  for attempt in range(tries):
+    left = list((Path(workdir) / "checkpoints").glob("*.orbax-checkpoint-tmp*"))
+    for p in left:
+      shutil.rmtree(p, ignore_errors=True)
+    if not any(p.exists() for p in left):
+      return
+    time.sleep(0.1 * (attempt + 1))
 
 
 # ---- stopping: SIGTERM ---------------------------------------------------------------------------
