@@ -479,12 +479,13 @@ def remove_unfinished_saves(workdir: Path | str, tries: int = 5) -> None:
   """Delete interrupted orbax saves (``*.orbax-checkpoint-tmp``), e.g. after a full disk. A
   removal that races a file still being closed is tried again (``tries`` times, 0.1 s apart)."""
   for attempt in range(tries):
+    if attempt:
+      time.sleep(0.1)
     left = list((Path(workdir) / "checkpoints").glob("*.orbax-checkpoint-tmp*"))
+    if not left:
+      return
     for p in left:
       shutil.rmtree(p, ignore_errors=True)
-    if not any(p.exists() for p in left):
-      return
-    time.sleep(0.1 * (attempt + 1))
 
 
 # ---- stopping: SIGTERM ---------------------------------------------------------------------------
